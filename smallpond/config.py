@@ -1,0 +1,138 @@
+"""One typed configuration object, resolved once per session.
+
+Precedence: explicit argument > ``SMALLPOND_<NAME>`` > the original's ``SP_<NAME>`` > default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from smallpond.errors import ConfigError
+
+__all__ = ["Config", "resolve_config"]
+
+RUNNERS = ("local", "ray")
+DEFAULT_DATA_ROOT = "~/.smallpond/data"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings shared by the planner, the runners and the kernels."""
+
+    data_root: str
+    runner: str = "local"
+    ray_address: str | None = None
+    num_executors: int = 1
+    memory_per_task: int = 1 << 30
+    partitions: int | None = None
+    max_retries: int = 2
+    job_id: str | None = None
+    job_name: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tasks_dir(self) -> str:
+        return os.path.join(self.data_root, "tasks")
+
+    @property
+    def staging_dir(self) -> str:
+        return os.path.join(self.data_root, "staging")
+
+    @property
+    def sources_dir(self) -> str:
+        return os.path.join(self.data_root, "sources")
+
+    @property
+    def runs_dir(self) -> str:
+        return os.path.join(self.data_root, "runs")
+
+    @property
+    def spill_dir(self) -> str:
+        return os.path.join(self.data_root, "spill")
+
+    def with_(self, **changes) -> Config:
+        return replace(self, **changes)
+
+
+def _env(name: str) -> str | None:
+    for key in (f"SMALLPOND_{name}", f"SP_{name}"):
+        value = os.environ.get(key)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _int(value, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, got {number}")
+    return number
+
+
+def _parse_bytes(value, name: str) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip().upper().replace("IB", "").replace("B", "")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a byte size like '2GB', got {value!r}") from None
+
+
+def _available_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # pragma: no cover - psutil is a dependency; be safe anyway
+        return 4 << 30
+
+
+def resolve_config(
+    data_root: str | None = None,
+    runner: str | None = None,
+    ray_address: str | None = None,
+    num_executors: int | None = None,
+    memory_per_task: int | str | None = None,
+    partitions: int | None = None,
+    max_retries: int | None = None,
+    job_id: str | None = None,
+    job_name: str | None = None,
+    **extra,
+) -> Config:
+    """Build a Config from arguments, environment variables and defaults."""
+    ray_address = ray_address or _env("RAY_ADDRESS")
+    runner = runner or _env("RUNNER") or ("ray" if ray_address else "local")
+    if runner not in RUNNERS:
+        raise ConfigError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    root = data_root or _env("DATA_ROOT") or DEFAULT_DATA_ROOT
+    root = str(Path(os.path.expanduser(root)).absolute())
+    executors = _int(num_executors, "num_executors") or _int(_env("NUM_EXECUTORS"),
+                                                               "SMALLPOND_NUM_EXECUTORS")
+    executors = executors or os.cpu_count() or 1
+    memory = _parse_bytes(memory_per_task or _env("MEMORY_PER_TASK"), "memory_per_task")
+    if memory is None:
+        memory = max(256 << 20, int(_available_memory() * 0.7) // executors)
+    return Config(
+        data_root=root,
+        runner=runner,
+        ray_address=ray_address,
+        num_executors=executors,
+        memory_per_task=memory,
+        partitions=_int(partitions, "partitions") or _int(_env("PARTITIONS"),
+                                                          "SMALLPOND_PARTITIONS"),
+        max_retries=2 if max_retries is None else int(max_retries),
+        job_id=job_id or _env("JOBID"),
+        job_name=job_name,
+        extra=extra,
+    )

@@ -1,0 +1,1 @@
+"""Files: fsspec paths, Parquet slices, schemas and atomic commit."""

@@ -1,0 +1,32 @@
+"""What one task does: pure functions of (params, inputs, context) -> output files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["get_kernel", "register_kernel"]
+
+_KERNELS: dict[str, Callable] = {}
+
+
+def register_kernel(name: str, function: Callable) -> None:
+    _KERNELS[name] = function
+
+
+def get_kernel(name: str) -> Callable:
+    if not _KERNELS:
+        _load_builtin()
+    try:
+        return _KERNELS[name]
+    except KeyError:
+        raise KeyError(f"unknown kernel {name!r}; known: {sorted(_KERNELS)}") from None
+
+
+def _load_builtin() -> None:
+    from smallpond.kernels.python_map import run_python
+    from smallpond.kernels.shuffle import run_shuffle
+    from smallpond.kernels.sql import run_sql
+
+    register_kernel("sql", run_sql)
+    register_kernel("python", run_python)
+    register_kernel("shuffle", run_shuffle)

@@ -1,0 +1,150 @@
+"""A bounded DuckDB connection per task, and the task's inputs registered as views."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from smallpond.errors import InputError, SchemaMismatchError
+from smallpond.io.files import FileSlice, filesystem_for
+from smallpond.io.parquet import check_same_schema, iter_slice_batches, slices_schema
+from smallpond.kernels.context import TaskContext
+
+__all__ = ["connect", "register_inputs", "input_name", "sql_literal", "classify_duckdb_error"]
+
+
+def input_name(index: int) -> str:
+    return f"__sp_input_{index}"
+
+
+def sql_literal(text: str) -> str:
+    """A SQL string literal, quotes doubled: safe for any path."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(ctx: TaskContext) -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB with the task's memory limit, spill folder and threads."""
+    os.makedirs(ctx.spill_dir, exist_ok=True)
+    con = duckdb.connect(":memory:", config={
+        "memory_limit": f"{max(64, ctx.memory_limit >> 20)}MB",
+        "temp_directory": ctx.spill_dir,
+        "threads": max(1, ctx.threads),
+        "preserve_insertion_order": True,
+    })
+    return con
+
+
+def _register_filesystems(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> None:
+    seen = set()
+    for path in paths:
+        if "://" in path and not path.startswith("file://"):
+            protocol = path.split("://", 1)[0]
+            if protocol not in seen:
+                seen.add(protocol)
+                fs, _ = filesystem_for(path)
+                con.register_filesystem(fs)
+
+
+def register_inputs(con: duckdb.DuckDBPyConnection, inputs: Sequence[Sequence[FileSlice]],
+                    read_options: Sequence[dict[str, Any]]) -> list[str]:
+    """Make input k readable as view ``__sp_input_k``; return the view names."""
+    names = []
+    for index, slices in enumerate(inputs):
+        options = read_options[index] if index < len(read_options) else {}
+        name = input_name(index)
+        _register_filesystems(con, [s.path for s in slices])
+        relation = _relation(con, slices, options, name)
+        relation.create_view(name, replace=True)
+        names.append(name)
+    return names
+
+
+def _relation(con, slices: Sequence[FileSlice], options: dict[str, Any], name: str):
+    fmt = options.get("format", "parquet")
+    paths = [s.path for s in slices]
+    if fmt == "csv":
+        return _read_text(con, paths, options, "read_csv")
+    if fmt == "json":
+        return _read_text(con, paths, options, "read_json")
+    columns = options.get("columns")
+    union = bool(options.get("union_by_name"))
+    if slices and all(s.is_whole for s in slices):
+        if options.get("check_schema", True) and len(paths) > 1:
+            check_same_schema(paths, union_by_name=union)
+        try:
+            relation = con.read_parquet(paths, union_by_name=union)
+        except duckdb.Error as error:
+            raise _input_error(error, paths) from error
+        return relation.select(*[_quote_ident(c) for c in columns]) if columns else relation
+    return _materialize_slices(con, slices, columns, name)
+
+
+def _materialize_slices(con, slices, columns, name):
+    """Row-group slices (shuffle buckets) go through pyarrow into a spillable temp table."""
+    if not slices:
+        raise InputError("a partition has no input files to read its schema from")
+    schema = slices_schema(slices)
+    if columns:
+        schema = pa.schema([schema.field(c) for c in columns])
+    batches = iter_slice_batches(slices, schema=None)
+    if columns:
+        batches = (b.select(columns) for b in batches)
+    reader = pa.RecordBatchReader.from_batches(schema, batches)
+    source = f"{name}_reader"
+    con.register(source, reader)
+    table = f"{name}_table"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {source}")
+    con.unregister(source)
+    return con.table(table)
+
+
+def _read_text(con, paths, options, function):
+    if not paths:
+        raise InputError("no input files")
+    schema = options.get("schema")
+    args = [f"[{', '.join(sql_literal(p) for p in paths)}]"]
+    if schema:
+        columns = ", ".join(f"{sql_literal(k)}: {sql_literal(v)}" for k, v in schema.items())
+        args.append(f"columns = {{{columns}}}")
+    if function == "read_csv":
+        if options.get("delim") is not None:
+            args.append(f"delim = {sql_literal(options['delim'])}")
+        header = options.get("header")
+        if header is not None:
+            args.append(f"header = {'true' if header else 'false'}")
+    if options.get("union_by_name"):
+        args.append("union_by_name = true")
+    try:
+        return con.sql(f"SELECT * FROM {function}({', '.join(args)})")
+    except duckdb.Error as error:
+        raise _input_error(error, paths) from error
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _input_error(error: Exception, paths: Sequence[str]) -> InputError:
+    text = str(error)
+    culprit = next((p for p in paths if p in text), None)
+    if culprit is None and len(paths) == 1:
+        culprit = paths[0]
+    where = f" in {culprit!r}" if culprit else f" in one of {len(paths)} files"
+    return InputError(f"failed reading input{where}: {text}", path=culprit)
+
+
+def classify_duckdb_error(error: Exception, paths: Sequence[str]) -> Exception | None:
+    """Turn a DuckDB error that is about an input file into an InputError naming the file."""
+    text = str(error)
+    for path in paths:
+        if path in text:
+            if "schema" in text.lower() or "mismatch" in text.lower():
+                return SchemaMismatchError(f"{text}", path=path)
+            return InputError(f"failed reading {path!r}: {text}", path=path)
+    if isinstance(error, duckdb.IOException) or "No magic bytes" in text:
+        return _input_error(error, paths)
+    return None

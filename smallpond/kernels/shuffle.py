@@ -1,0 +1,129 @@
+"""The shuffle writer: one Parquet file per map task, row groups grouped by destination.
+
+Rows are streamed in chunks; each chunk is stably split by destination and each non-empty
+destination becomes one row group. The returned bucket index maps a destination to its row
+groups, so a reducer reads only its own row groups, in input order, and no M x N files appear.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from smallpond.errors import PartitionKeyError, SqlError
+from smallpond.io.files import FileSlice
+from smallpond.kernels.context import TaskContext
+from smallpond.kernels.duck import connect, register_inputs
+from smallpond.kernels.sql import OUTPUT_NAME
+
+__all__ = ["run_shuffle", "DEST_COLUMN"]
+
+DEST_COLUMN = "__sp_dest"
+CHUNK_ROWS = 1 << 20
+CHUNK_BYTES = 128 << 20
+
+
+def _dest_expression(params: dict[str, Any]) -> str | None:
+    method, n = params["method"], params["n"]
+    if method == "hash":
+        columns = ", ".join('"' + c.replace('"', '""') + '"' for c in params["hash_by"])
+        return f"CAST(hash({columns}) % {n} AS BIGINT)"
+    if method == "expr":
+        return f"CAST(({params['by']}) AS BIGINT)"
+    return None
+
+
+def _chunks(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
+    pending, rows, size = [], 0, 0
+    for batch in reader:
+        pending.append(batch)
+        rows += batch.num_rows
+        size += batch.nbytes
+        if rows >= CHUNK_ROWS or size >= CHUNK_BYTES:
+            yield pa.Table.from_batches(pending, schema=reader.schema)
+            pending, rows, size = [], 0, 0
+    if pending:
+        yield pa.Table.from_batches(pending, schema=reader.schema)
+
+
+def _check_range(dest: np.ndarray, valid: np.ndarray | None, n: int, ctx: TaskContext,
+                 by: str) -> None:
+    if valid is not None and not valid.all():
+        raise PartitionKeyError(
+            f"partition key NULL is out of range 0-{n - 1} (expression {by!r}, stage "
+            f"{ctx.stage} partition {ctx.partition})", stage=ctx.stage, partition=ctx.partition)
+    bad = (dest < 0) | (dest >= n)
+    if bad.any():
+        key = int(dest[np.argmax(bad)])
+        raise PartitionKeyError(
+            f"partition key {key} is out of range 0-{n - 1} (expression {by!r}, stage "
+            f"{ctx.stage} partition {ctx.partition})", stage=ctx.stage, partition=ctx.partition)
+
+
+def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
+                ctx: TaskContext) -> list[dict]:
+    method, n = params["method"], int(params["n"])
+    con = connect(ctx)
+    try:
+        name = register_inputs(con, inputs, params.get("read", ()))[0]
+        expression = _dest_expression(params)
+        select = f"SELECT *, {expression} AS {DEST_COLUMN} FROM {name}" if expression \
+            else f"SELECT * FROM {name}"
+        try:
+            total = con.sql(f"SELECT count(*) FROM {name}").fetchone()[0] \
+                if method == "rows" else 0
+            reader = con.sql(select).fetch_record_batch(65536)
+        except duckdb.Error as error:
+            raise SqlError(f"partition expression failed in stage {ctx.stage}: {error}\n"
+                           f"SQL: {select}", sql=select) from error
+        schema = reader.schema
+        if expression:
+            schema = schema.remove(schema.get_field_index(DEST_COLUMN))
+        path = os.path.join(ctx.output_dir, OUTPUT_NAME)
+        buckets: dict[int, list[int]] = {}
+        groups = 0
+        offset = 0
+        rng = np.random.default_rng(int(params.get("seed", 0)) + ctx.partition)
+        with pq.ParquetWriter(path, schema) as writer:
+            try:
+                for chunk in _chunks(reader):
+                    if expression:
+                        column = chunk.column(DEST_COLUMN)
+                        valid = None if column.null_count == 0 else \
+                            column.is_valid().to_numpy(zero_copy_only=False)
+                        dest = column.fill_null(0).to_numpy()
+                        if method == "expr":
+                            _check_range(dest, valid, n, ctx, params["by"])
+                        chunk = chunk.drop_columns([DEST_COLUMN])
+                    elif method == "rows":
+                        index = np.arange(offset, offset + chunk.num_rows, dtype=np.int64)
+                        dest = (index * n) // max(total, 1)
+                    else:  # random
+                        dest = rng.integers(0, n, chunk.num_rows)
+                    offset += chunk.num_rows
+                    order = np.argsort(dest, kind="stable")
+                    sorted_dest = dest[order]
+                    chunk = chunk.take(pa.array(order))
+                    bounds = np.flatnonzero(np.diff(sorted_dest)) + 1
+                    starts = np.concatenate([[0], bounds])
+                    ends = np.concatenate([bounds, [len(sorted_dest)]])
+                    for start, end in zip(starts, ends):
+                        if end <= start:
+                            continue
+                        writer.write_table(chunk.slice(start, end - start),
+                                           row_group_size=end - start)
+                        buckets.setdefault(int(sorted_dest[start]), []).append(groups)
+                        groups += 1
+            except duckdb.Error as error:
+                raise SqlError(f"partition expression failed in stage {ctx.stage}: {error}\n"
+                               f"SQL: {select}", sql=select) from error
+        return [{"name": OUTPUT_NAME, "num_rows": offset,
+                 "buckets": {k: tuple(v) for k, v in buckets.items()}}]
+    finally:
+        con.close()

@@ -1,0 +1,1 @@
+"""Logical plan: immutable nodes and the rule-based optimizer."""

@@ -1,0 +1,228 @@
+"""Logical plan nodes: frozen, hashable values that validate their arguments.
+
+A node describes what to compute per partition; resource and file-format knobs live in
+`ReadOptions` (sources) and the session config, never in the nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+
+from smallpond.errors import PlanError
+from smallpond.io.files import FileSlice
+
+__all__ = [
+    "Node",
+    "Scan",
+    "SqlQuery",
+    "PythonMap",
+    "Repartition",
+    "Limit",
+    "ReadOptions",
+    "SHUFFLE_METHODS",
+]
+
+SHUFFLE_METHODS = ("files", "rows", "hash", "expr", "random")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a source's files are read: format and its options."""
+
+    format: str = "parquet"
+    columns: tuple[str, ...] | None = None
+    union_by_name: bool = False
+    schema: tuple[tuple[str, str], ...] | None = None
+    delim: str | None = None
+    header: bool | None = None
+
+    def as_params(self) -> dict:
+        params: dict = {"format": self.format}
+        if self.columns:
+            params["columns"] = list(self.columns)
+        if self.union_by_name:
+            params["union_by_name"] = True
+        if self.schema:
+            params["schema"] = dict(self.schema)
+        if self.delim is not None:
+            params["delim"] = self.delim
+        if self.header is not None:
+            params["header"] = self.header
+        return params
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """Base of plan nodes. Equality and hashing go by content (`token`)."""
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return ()
+
+    @property
+    def num_partitions(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        return type(self).__name__
+
+    def describe(self) -> str:
+        return self.label
+
+    @cached_property
+    def token(self) -> str:
+        """A deterministic name from the node's content: `label-<hash>`."""
+        digest = hashlib.sha256()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Node):
+                value = value.token
+            elif isinstance(value, tuple) and value and isinstance(value[0], Node):
+                value = tuple(v.token for v in value)
+            digest.update(f"{f.name}={value!r};".encode())
+        return f"{type(self).__name__.lower()}-{digest.hexdigest()[:16]}"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Node) and self.token == other.token
+
+    def __hash__(self) -> int:
+        return hash(self.token)
+
+
+@dataclass(frozen=True, eq=False)
+class Scan(Node):
+    """Files read as they are; each entry of `partitions` is one partition's file list."""
+
+    partitions: tuple[tuple[FileSlice, ...], ...]
+    options: ReadOptions = field(default_factory=ReadOptions)
+    identities: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not self.partitions:
+            raise PlanError("a scan needs at least one partition")
+
+    @property
+    def num_partitions(self) -> int:
+        return len(self.partitions)
+
+    def describe(self) -> str:
+        files = sum(len(p) for p in self.partitions)
+        return f"Scan {self.options.format}: {files} file(s), {self.num_partitions} partition(s)"
+
+
+@dataclass(frozen=True, eq=False)
+class SqlQuery(Node):
+    """Per-partition DuckDB SQL; `{k}` is partition i of input k. `ordered` blocks fusion."""
+
+    sources: tuple[Node, ...]
+    sql: str
+    name: str = "sql"
+    udfs: bytes | None = None
+    ordered: bool = False
+
+    def __post_init__(self):
+        counts = {s.num_partitions for s in self.sources}
+        if len(counts) > 1:
+            raise PlanError(
+                f"inputs of {self.name} have different partition counts {sorted(counts)}; "
+                "repartition them to the same count first")
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return self.sources
+
+    @property
+    def num_partitions(self) -> int:
+        return self.sources[0].num_partitions if self.sources else 1
+
+    def describe(self) -> str:
+        return f"{self.name}: {' '.join(self.sql.split())}"
+
+
+@dataclass(frozen=True, eq=False)
+class PythonMap(Node):
+    """A Python function over rows (map, flat_map, filter) or Arrow tables (batches)."""
+
+    source: Node
+    kind: str
+    func: bytes
+    func_name: str
+    schema: bytes | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("map", "flat_map", "filter", "batches"):
+            raise PlanError(f"unknown python map kind {self.kind!r}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise PlanError(f"batch_size must be positive, got {self.batch_size}")
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.source,)
+
+    @property
+    def num_partitions(self) -> int:
+        return self.source.num_partitions
+
+    def describe(self) -> str:
+        return f"python {self.kind}: {self.func_name}"
+
+
+@dataclass(frozen=True, eq=False)
+class Repartition(Node):
+    """Redistribute rows into `n` partitions by files, rows, hash, a key expression or at random."""
+
+    source: Node
+    n: int
+    method: str
+    hash_by: tuple[str, ...] = ()
+    by: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n <= 0:
+            raise PlanError(f"npartitions must be a positive integer, got {self.n!r}")
+        if self.method not in SHUFFLE_METHODS:
+            raise PlanError(f"unknown repartition method {self.method!r}")
+        if self.method == "hash" and not self.hash_by:
+            raise PlanError("hash repartition needs at least one column")
+        if self.method == "expr" and not (self.by and self.by.strip()):
+            raise PlanError("repartition by= needs a SQL expression")
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.source,)
+
+    @property
+    def num_partitions(self) -> int:
+        return self.n
+
+    def describe(self) -> str:
+        detail = {"hash": f" hash_by={list(self.hash_by)}", "expr": f" by={self.by!r}"}
+        return f"repartition {self.method} -> {self.n}{detail.get(self.method, '')}"
+
+
+@dataclass(frozen=True, eq=False)
+class Limit(Node):
+    """The first `n` rows of the partitions concatenated in order: one partition."""
+
+    source: Node
+    n: int
+
+    def __post_init__(self):
+        if not isinstance(self.n, int) or self.n < 0:
+            raise PlanError(f"limit must be a non-negative integer, got {self.n!r}")
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.source,)
+
+    @property
+    def num_partitions(self) -> int:
+        return 1
+
+    def describe(self) -> str:
+        return f"limit {self.n}"

@@ -1,0 +1,1 @@
+"""Logical plan -> TaskGraph: stages, partitions, shuffle layout and task keys."""

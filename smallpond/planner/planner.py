@@ -1,0 +1,179 @@
+"""Turn an optimized logical plan into a TaskGraph: one task per partition per stage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from smallpond.io.files import FileSlice
+from smallpond.io.parquet import open_parquet
+from smallpond.logical.nodes import Limit, Node, PythonMap, Repartition, Scan, SqlQuery
+from smallpond.planner.graph import Source, Task, TaskGraph, TaskSlice, task_key
+
+__all__ = ["Planner", "plan", "split_files"]
+
+Part = tuple[Source, ...]
+PARQUET = {"format": "parquet"}
+
+
+@dataclass
+class Planned:
+    """A node's partitions (what each one reads) and how to read its raw files."""
+
+    parts: list[Part]
+    read: dict
+
+
+def split_files(slices: Sequence[FileSlice], n: int) -> list[Part] | None:
+    """Split Parquet files (and their row groups where files are few) into n contiguous parts.
+
+    Returns None when the files cannot give n parts (then the planner shuffles by rows).
+    """
+    if len(slices) >= n:
+        bounds = [round(i * len(slices) / n) for i in range(n + 1)]
+        return [tuple(slices[bounds[i]:bounds[i + 1]]) for i in range(n)]
+    units: list[tuple[str, int, int]] = []
+    for piece in slices:
+        meta = open_parquet(piece.path).metadata
+        groups = range(meta.num_row_groups) if piece.row_groups is None else piece.row_groups
+        units.extend((piece.path, g, meta.row_group(g).num_rows) for g in groups)
+    if len(units) < n:
+        return None
+    before = [0]
+    for _, _, rows in units:
+        before.append(before[-1] + rows)
+    total = before[-1] or 1
+    starts = [0]
+    for k in range(1, n):
+        index = next((i for i, b in enumerate(before) if b * n >= k * total), len(units))
+        starts.append(min(max(index, starts[-1] + 1), len(units) - (n - k)))
+    starts.append(len(units))
+    parts = [[(p, g) for p, g, _ in units[starts[k]:starts[k + 1]]] for k in range(n)]
+    result = []
+    for part in parts:
+        merged: dict[str, list[int]] = {}
+        for path, group in part:
+            merged.setdefault(path, []).append(group)
+        result.append(tuple(FileSlice(p, row_groups=tuple(g)) for p, g in merged.items()))
+    return result
+
+
+class Planner:
+    """Visits logical nodes (inputs first) and adds their tasks to one graph."""
+
+    def __init__(self):
+        self.graph = TaskGraph()
+        self._memo: dict[str, Planned] = {}
+        self._identity: dict[str, str] = {}
+
+    def plan(self, node: Node, materialize: bool = True) -> TaskGraph:
+        self.add_output(node, materialize)
+        return self.graph
+
+    def add_output(self, node: Node, materialize: bool = True) -> list[Part]:
+        """Plan `node` as an output of the graph; return its partitions.
+
+        With `materialize`, partitions that are still raw user files get a copy task, so that
+        every output is a committed task output.
+        """
+        planned = self.visit(node)
+        parts = planned.parts
+        if materialize and any(isinstance(s, FileSlice) for part in parts for s in part):
+            parts = self._sql_tasks("materialize", "SELECT * FROM {0}", [planned],
+                                    len(parts), udfs=None)
+        self.graph.outputs.extend(parts)
+        return list(parts)
+
+    def visit(self, node: Node) -> Planned:
+        if node.token not in self._memo:
+            visitor = getattr(self, f"visit_{type(node).__name__}")
+            self._memo[node.token] = visitor(node)
+        return self._memo[node.token]
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _token(self, source: Source) -> str:
+        if isinstance(source, TaskSlice):
+            return f"{source.task}:{source.bucket}"
+        return f"{self._identity.get(source.path, source.path)}:{source.row_groups}"
+
+    def _add(self, stage: str, partition: int, kernel: str, params: dict,
+             inputs: tuple[Part, ...]) -> Task:
+        tokens = [[self._token(s) for s in part] for part in inputs]
+        key = task_key(kernel, params, tokens)
+        return self.graph.add(Task(key, stage, partition, kernel, params, inputs))
+
+    def _sql_tasks(self, stage: str, sql: str, inputs: list[Planned], n: int,
+                   udfs: bytes | None) -> list[Part]:
+        parts = []
+        for i in range(n):
+            params = {"sql": sql, "read": [p.read for p in inputs], "udfs": udfs}
+            task = self._add(stage, i, "sql", params, tuple(p.parts[i] for p in inputs))
+            parts.append((TaskSlice(task.key),))
+        return parts
+
+    @staticmethod
+    def _stage(node: Node, name: str) -> str:
+        return f"{name}-{node.token.rsplit('-', 1)[1][:6]}"
+
+    # -- visitors ---------------------------------------------------------------------------
+    def visit_Scan(self, node: Scan) -> Planned:
+        files = [s.path for part in node.partitions for s in part]
+        self._identity.update(zip(files, node.identities))
+        return Planned([tuple(p) for p in node.partitions], node.options.as_params())
+
+    def visit_SqlQuery(self, node: SqlQuery) -> Planned:
+        inputs = [self.visit(s) for s in node.sources]
+        if not inputs:
+            task = self._add(self._stage(node, node.name), 0, "sql",
+                             {"sql": node.sql, "read": [], "udfs": node.udfs}, ())
+            return Planned([(TaskSlice(task.key),)], PARQUET)
+        stage = self._stage(node, node.name)
+        return Planned(self._sql_tasks(stage, node.sql, inputs, node.num_partitions, node.udfs),
+                       PARQUET)
+
+    def visit_PythonMap(self, node: PythonMap) -> Planned:
+        source = self.visit(node.source)
+        stage = self._stage(node, node.kind)
+        parts = []
+        for i, part in enumerate(source.parts):
+            params = {"kind": node.kind, "func": node.func, "func_name": node.func_name,
+                      "schema": node.schema, "batch_size": node.batch_size,
+                      "read": [source.read]}
+            task = self._add(stage, i, "python", params, (part,))
+            parts.append((TaskSlice(task.key),))
+        return Planned(parts, PARQUET)
+
+    def visit_Repartition(self, node: Repartition) -> Planned:
+        source = self.visit(node.source)
+        if node.method == "files" and source.read.get("format") == "parquet":
+            files = [s for part in source.parts for s in part]
+            if files and all(isinstance(s, FileSlice) for s in files):
+                parts = split_files(files, node.n)
+                if parts is not None:
+                    return Planned(parts, source.read)
+        stage = self._stage(node, f"shuffle_{node.method}")
+        params = {"method": "rows" if node.method == "files" else node.method, "n": node.n,
+                  "hash_by": list(node.hash_by), "by": node.by, "seed": node.seed,
+                  "read": [source.read]}
+        if params["method"] == "rows":
+            # one mapper reads everything in order, so row order survives the split
+            mappers = [self._add(stage, 0, "shuffle", params,
+                                 (tuple(s for part in source.parts for s in part),))]
+        else:
+            mappers = [self._add(stage, i, "shuffle", params, (part,))
+                       for i, part in enumerate(source.parts)]
+        parts = [tuple(TaskSlice(m.key, j) for m in mappers) for j in range(node.n)]
+        return Planned(parts, PARQUET)
+
+    def visit_Limit(self, node: Limit) -> Planned:
+        source = self.visit(node.source)
+        everything = tuple(s for part in source.parts for s in part)
+        params = {"sql": f"SELECT * FROM {{0}} LIMIT {node.n}", "read": [source.read],
+                  "udfs": None}
+        task = self._add(self._stage(node, "limit"), 0, "sql", params, (everything,))
+        return Planned([(TaskSlice(task.key),)], PARQUET)
+
+
+def plan(node: Node, materialize: bool = True) -> TaskGraph:
+    """The TaskGraph of an (optimized) logical plan."""
+    return Planner().plan(node, materialize)

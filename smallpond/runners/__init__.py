@@ -1,0 +1,1 @@
+"""Runners schedule a TaskGraph's tasks: `local` (embedded process pool) or `ray`."""

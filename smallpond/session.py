@@ -1,0 +1,232 @@
+"""Session: configuration, the runner, and the sources that start a DataFrame."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from smallpond.config import Config, resolve_config
+from smallpond.errors import PlanError
+from smallpond.io.commit import remove_tree, write_json_atomic
+from smallpond.io.files import FileSlice, expand_paths, file_identity
+from smallpond.logical.nodes import Node, ReadOptions, Scan, SqlQuery
+from smallpond.runners.base import Runner, TaskEvent
+
+__all__ = ["Session", "init"]
+
+
+class Session:
+    """Entry point of a job: creates DataFrames and runs their plans on one runner."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.job_id = config.job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+        for folder in (config.tasks_dir, config.staging_dir, config.sources_dir,
+                       config.runs_dir):
+            os.makedirs(folder, exist_ok=True)
+        self._runner: Runner | None = None
+        self._last_graph = None
+        self.events: list[TaskEvent] = []
+        self._closed = False
+        if config.runner == "local":
+            self._get_runner()  # start warm workers now, while the user builds the plan
+
+    # -- runner -----------------------------------------------------------------------------
+    def _get_runner(self) -> Runner:
+        if self._runner is None:
+            if self.config.runner == "ray":
+                from smallpond.runners.ray import RayRunner
+
+                self._runner = RayRunner(self.config)
+            else:
+                from smallpond.runners.local import LocalRunner
+
+                self._runner = LocalRunner(self.config)
+        return self._runner
+
+    @property
+    def runner(self) -> Runner:
+        return self._get_runner()
+
+    def _on_event(self, event: TaskEvent) -> None:
+        self.events.append(event)
+
+    # -- sources ----------------------------------------------------------------------------
+    def _scan(self, paths, options: ReadOptions, recursive: bool = False,
+              suffixes: tuple[str, ...] = (".parquet",)) -> DataFrame:
+        from smallpond.dataframe import DataFrame
+
+        files = expand_paths(paths, recursive=recursive, suffixes=suffixes)
+        identities = tuple(file_identity(f) for f in files)
+        slices = tuple(FileSlice(f, format=options.format) for f in files)
+        return DataFrame(self, Scan((slices,), options, identities))
+
+    def read_parquet(self, paths: str | Sequence[str], recursive: bool = False,
+                     columns: Sequence[str] | None = None, union_by_name: bool = False,
+                     **kwargs) -> DataFrame:
+        """Parquet files (paths, globs or folders) as one partition."""
+        _check_options(kwargs)
+        options = ReadOptions("parquet", tuple(columns) if columns else None, union_by_name)
+        return self._scan(paths, options, recursive)
+
+    def read_csv(self, paths: str | Sequence[str], schema: dict[str, str], delim: str = ",",
+                 header: bool | None = None, **kwargs) -> DataFrame:
+        """CSV files read by DuckDB with the given column types ({name: duckdb_type})."""
+        _check_options(kwargs)
+        _check_schema(schema)
+        options = ReadOptions("csv", schema=tuple(schema.items()), delim=delim, header=header)
+        return self._scan(paths, options, suffixes=(".csv", ".tsv", ".txt", ".csv.gz"))
+
+    def read_json(self, paths: str | Sequence[str], schema: dict[str, str],
+                  **kwargs) -> DataFrame:
+        """Newline-delimited JSON files read by DuckDB with the given column types."""
+        _check_options(kwargs)
+        _check_schema(schema)
+        options = ReadOptions("json", schema=tuple(schema.items()))
+        return self._scan(paths, options, suffixes=(".json", ".jsonl", ".ndjson"))
+
+    def from_arrow(self, table: pa.Table | pa.RecordBatch) -> DataFrame:
+        """An Arrow table as one partition (stored once under data_root by content hash)."""
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if not isinstance(table, pa.Table):
+            raise PlanError(f"from_arrow needs a pyarrow Table, got {type(table).__name__}")
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest = hashlib.sha256(sink.getvalue()).hexdigest()[:32]
+        path = os.path.join(self.config.sources_dir, f"{digest}.parquet")
+        if not os.path.exists(path):
+            temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            pq.write_table(table, temporary)
+            os.replace(temporary, path)
+        slices = (FileSlice(path),)
+        return self._dataframe(Scan((slices,), ReadOptions(), (f"memory:{digest}",)))
+
+    def from_pandas(self, df) -> DataFrame:
+        """A pandas DataFrame as one partition."""
+        return self.from_arrow(pa.Table.from_pandas(df, preserve_index=False))
+
+    def from_items(self, items: Iterable[Any]) -> DataFrame:
+        """A list of dicts (one row each) or of plain values (column `item`)."""
+        items = list(items)
+        if items and all(isinstance(i, dict) for i in items):
+            return self.from_arrow(pa.Table.from_pylist(items))
+        return self.from_arrow(pa.table({"item": items}))
+
+    def partial_sql(self, query: str, *inputs: DataFrame, **kwargs) -> DataFrame:
+        """Run `query` per partition; `{0}`, `{1}` stand for partition i of each input."""
+        from smallpond.dataframe import DataFrame, check_stage_options
+
+        check_stage_options(kwargs)
+        for item in inputs:
+            if not isinstance(item, DataFrame):
+                raise PlanError(f"partial_sql inputs must be DataFrames, got {type(item).__name__}")
+        udfs = kwargs.get("udfs")
+        node = SqlQuery(tuple(i._node for i in inputs), query, name="partial_sql",
+                        udfs=_pickle_udfs(udfs), ordered=_has_order_by(query))
+        return self._dataframe(node)
+
+    def _dataframe(self, node: Node) -> DataFrame:
+        from smallpond.dataframe import DataFrame
+
+        return DataFrame(self, node)
+
+    # -- running ----------------------------------------------------------------------------
+    def wait(self, *dfs: DataFrame) -> None:
+        """Compute several DataFrames together."""
+        from smallpond.dataframe import compute_many
+
+        compute_many(self, list(dfs))
+
+    def graph(self) -> str:
+        """The last executed task graph in Graphviz DOT text."""
+        from smallpond.planner.display import to_dot
+
+        if self._last_graph is None:
+            return "digraph smallpond {}"
+        return to_dot(self._last_graph)
+
+    def shutdown(self) -> None:
+        """Stop workers, remove temporary folders and record the job status."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._runner is not None:
+            self._runner.shutdown()
+        remove_tree(self.config.staging_dir)
+        remove_tree(self.config.spill_dir)
+        failed = [e for e in self.events if e.kind == "failed"]
+        report_dir = os.path.join(self.config.runs_dir, self.job_id)
+        os.makedirs(report_dir, exist_ok=True)
+        write_json_atomic(os.path.join(report_dir, "status.json"), {
+            "job_id": self.job_id, "status": "failed" if failed else "success",
+            "tasks_run": sum(e.kind == "finished" for e in self.events),
+            "tasks_reused": sum(e.kind == "reused" for e in self.events),
+        })
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return (f"Session(runner={self.config.runner!r}, data_root={self.config.data_root!r}, "
+                f"num_executors={self.config.num_executors})")
+
+
+_STAGE_OPTIONS = ("cpu_limit", "gpu_limit", "memory_limit")
+
+
+def _check_options(kwargs: dict) -> None:
+    unknown = set(kwargs) - set(_STAGE_OPTIONS)
+    if unknown:
+        raise PlanError(f"unknown option(s) {sorted(unknown)}; accepted: {list(_STAGE_OPTIONS)}")
+
+
+def _check_schema(schema) -> None:
+    if not isinstance(schema, dict) or not schema:
+        raise PlanError("schema must be a non-empty dict of {column: duckdb_type}")
+
+
+def _pickle_udfs(udfs) -> bytes | None:
+    if not udfs:
+        return None
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(list(udfs))
+    except Exception as error:
+        raise PlanError(f"udfs cannot be pickled: {error}") from error
+
+
+def _has_order_by(sql: str) -> bool:
+    return "order by" in " ".join(sql.lower().split())
+
+
+def init(job_id: str | None = None, job_time: float | None = None, job_name: str | None = None,
+         data_root: str | None = None, num_executors: int | None = None,
+         ray_address: str | None = None, runner: str | None = None, **kwargs) -> Session:
+    """Start a session. Without `ray_address` (or runner='ray') jobs run on this machine."""
+    del job_time  # accepted for compatibility; resume is keyed by content, not job time
+    known = {"memory_per_task", "partitions", "max_retries", "bind_socket_port", "platform",
+             "enable_profiling", "enable_diagnostic_metrics", "remove_empty_parquet",
+             "memory_allocator", "fail_fast", "ray_num_cpus"}
+    unknown = set(kwargs) - known
+    if unknown:
+        raise PlanError(f"unknown init option(s) {sorted(unknown)}")
+    config = resolve_config(
+        data_root=data_root, runner=runner, ray_address=ray_address,
+        num_executors=num_executors, job_id=job_id, job_name=job_name,
+        memory_per_task=kwargs.pop("memory_per_task", None),
+        partitions=kwargs.pop("partitions", None), max_retries=kwargs.pop("max_retries", None),
+        **kwargs)
+    return Session(config)
