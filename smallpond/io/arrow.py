@@ -15,7 +15,7 @@ def large_types(schema: pa.Schema) -> pa.Schema:
             field = field.with_type(pa.large_string())
         elif pa.types.is_binary(field.type) or pa.types.is_binary_view(field.type):
             field = field.with_type(pa.large_binary())
-        fields.append(field)
+        fields.append(field.with_nullable(True))
     return pa.schema(fields, metadata=schema.metadata)
 
 

@@ -62,7 +62,7 @@ def _batches(inputs, params, ctx) -> tuple[pa.Schema, Iterator[pa.RecordBatch], 
     con = connect(ctx)
     con.execute("SET arrow_large_buffer_size = true")
     names = register_inputs(con, inputs, params.get("read", ()))
-    reader = con.sql(f"SELECT * FROM {names[0]}").fetch_record_batch(READ_BATCH)
+    reader = con.sql(f"SELECT * FROM {names[0]}").to_arrow_reader(READ_BATCH)
     return large_types(reader.schema), reader, con
 
 

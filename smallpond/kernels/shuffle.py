@@ -76,9 +76,9 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
         select = f"SELECT *, {expression} AS {DEST_COLUMN} FROM {name}" if expression \
             else f"SELECT * FROM {name}"
         try:
-            total = con.sql(f"SELECT count(*) FROM {name}").fetchone()[0] \
+            total = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0] \
                 if method == "rows" else 0
-            reader = con.sql(select).fetch_record_batch(65536)
+            reader = con.sql(select).to_arrow_reader(65536)
         except duckdb.Error as error:
             raise SqlError(f"partition expression failed in stage {ctx.stage}: {error}\n"
                            f"SQL: {select}", sql=select) from error

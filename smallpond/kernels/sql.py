@@ -57,7 +57,7 @@ def run_sql(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
         try:
             rows = con.execute(
                 f"COPY ({query}) TO {sql_literal(path)} "
-                f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_SIZE})").fetchone()[0]
+                f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_SIZE})").fetchall()[0][0]
         except duckdb.Error as error:
             paths = [s.path for part in inputs for s in part]
             typed = classify_duckdb_error(error, paths)

@@ -20,7 +20,7 @@ def _query_schema(sql: str, inputs: list[pa.Schema]) -> pa.Schema:
         for index, schema in enumerate(inputs):
             con.register(input_name(index), schema.empty_table())
         query = substitute(sql, input_name, len(inputs))
-        return con.sql(f"SELECT * FROM ({query}) LIMIT 0").fetch_arrow_table().schema
+        return con.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table().schema
     finally:
         con.close()
 

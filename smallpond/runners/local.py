@@ -1,24 +1,23 @@
 """The embedded runner: a supervised pool of long-lived worker processes on this machine.
 
-Workers are started with `spawn` (forking a process where DuckDB threads run can deadlock),
+Workers are fresh interpreters (forking a process where DuckDB threads run can deadlock),
 kept warm between jobs, and watched: a worker that dies mid-task is replaced and its task
 re-queued by the scheduling loop. Workers die with the driver (parent-death signal + pipe EOF).
 """
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import itertools
-import multiprocessing
 import os
 import pickle
-import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterable
 from multiprocessing.connection import Connection, wait
 
 from smallpond.config import Config
-from smallpond.errors import TaskError
 from smallpond.io.commit import remove_tree
 from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskOutput
@@ -28,54 +27,33 @@ from smallpond.runners.execute import ExecSettings
 __all__ = ["LocalRunner"]
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux: pipe EOF still ends an idle worker
-        pass
-
-
-def worker_main(conn: Connection) -> None:
-    """Loop of a worker process: receive a task, execute it, send back the result."""
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C cancels
-    from smallpond.runners.execute import execute_task
-
-    while True:
-        try:
-            message = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        task, inputs, settings = pickle.loads(message)
-        try:
-            reply = (True, execute_task(task, inputs, settings))
-        except BaseException as error:  # noqa: BLE001 - everything goes back to the driver
-            reply = (False, error)
-        try:
-            payload = pickle.dumps(reply)
-        except Exception:
-            payload = pickle.dumps((False, TaskError(f"{task.describe()} failed: {reply[1]!r}",
-                                                     stage=task.stage, partition=task.partition)))
-        conn.send_bytes(payload)
-
-
 class _Worker:
-    def __init__(self, context: multiprocessing.context.BaseContext):
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=worker_main, args=(child,), daemon=True,
-                                       name="smallpond-worker")
-        self.process.start()
+    """A worker process started as `python -m smallpond.runners.worker` on a socket pair.
+
+    Not multiprocessing's spawn: that re-imports the user's __main__ script in every worker,
+    which breaks scripts without an `if __name__ == "__main__"` guard (0.15 scripts have none).
+    """
+
+    def __init__(self):
+        parent, child = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "smallpond.runners.worker", str(child.fileno())],
+            pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
         child.close()
+        self.conn = Connection(parent.detach())
         self.task: Task | None = None
 
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return self.process.poll() is None
 
     def kill(self) -> None:
-        if self.process.is_alive():
+        if self.alive():
             self.process.kill()
-        self.process.join(timeout=5)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - kill -9 does not take this long
+            pass
         self.conn.close()
 
 
@@ -86,7 +64,6 @@ class LocalRunner(Runner):
 
     def __init__(self, config: Config):
         super().__init__(config)
-        self._context = multiprocessing.get_context("spawn")
         self._idle: list[_Worker] = []
         self._busy: dict[int, _Worker] = {}
         self._handles = itertools.count()
@@ -94,7 +71,7 @@ class LocalRunner(Runner):
 
     def _start_workers(self) -> None:
         while len(self._idle) + len(self._busy) < self.config.num_executors:
-            self._idle.append(_Worker(self._context))
+            self._idle.append(_Worker())
 
     @property
     def worker_pids(self) -> list[int]:
@@ -111,7 +88,7 @@ class LocalRunner(Runner):
         worker = self._idle.pop()
         while not worker.alive():
             worker.kill()
-            worker = _Worker(self._context)
+            worker = _Worker()
         worker.task = task
         worker.conn.send_bytes(pickle.dumps((task, inputs, settings)))
         handle = next(self._handles)
@@ -123,7 +100,6 @@ class LocalRunner(Runner):
         for handle in handles:
             worker = self._busy[handle]
             by_object[worker.conn] = handle
-            by_object[worker.process.sentinel] = handle
         ready = wait(list(by_object))
         results = []
         for handle in dict.fromkeys(by_object[obj] for obj in ready):
@@ -144,7 +120,10 @@ class LocalRunner(Runner):
                 return value
         except (EOFError, OSError):
             pass
-        code = worker.process.exitcode
+        try:
+            code = worker.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
         return WorkerLost(f"worker pid {worker.process.pid} running "
                           f"{worker.task.describe() if worker.task else '?'} exited ({code})")
 

@@ -15,8 +15,8 @@ class PushLimit(Rule):
         if not isinstance(node, Limit):
             return node
         source = node.source
-        if isinstance(source, SqlQuery) and source.name == "limit":
-            return node
+        if isinstance(source, SqlQuery) and source.name.rsplit("+", 1)[-1] == "limit":
+            return node  # already pushed (perhaps fused into the query below it since)
         if not isinstance(source, (Scan, SqlQuery)):
             return node
         per_partition = SqlQuery((source,), f"SELECT * FROM {{0}} LIMIT {node.n}", name="limit")
