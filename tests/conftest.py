@@ -1,0 +1,80 @@
+"""Shared fixtures: one `sp` Session per runner, and a maker of partitioned Parquet data."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, settings
+
+import smallpond
+
+settings.register_profile(
+    "ci", max_examples=25, deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile(
+    "thorough", max_examples=300, deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+RUNNERS = [r.strip() for r in os.environ.get("SMALLPOND_TEST_RUNNERS", "local").split(",")
+           if r.strip()]
+
+
+def pytest_collection_modifyitems(config, items):
+    # examples per hypothesis test are fewer on Ray (task overhead is higher there)
+    for item in items:
+        if "[ray" in item.nodeid and hasattr(item.obj, "hypothesis"):
+            item.add_marker(pytest.mark.ray_hypothesis)
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """One local Ray instance for the whole test run (not one per test)."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield "auto"
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session", params=RUNNERS)
+def sp(request, tmp_path_factory):
+    """A Session on each runner; shared by the tests of a run so workers stay warm."""
+    root = tmp_path_factory.mktemp(f"data-{request.param}")
+    if request.param == "ray":
+        address = request.getfixturevalue("ray_address")
+        session = smallpond.init(data_root=str(root), runner="ray", ray_address=address)
+    else:
+        session = smallpond.init(data_root=str(root), runner=request.param, num_executors=2)
+    yield session
+    session.shutdown()
+
+
+@pytest.fixture
+def local_sp(tmp_path):
+    """A private embedded-runner session (for tests that kill workers or count reuse)."""
+    session = smallpond.init(data_root=str(tmp_path / "data"), runner="local", num_executors=2)
+    yield session
+    session.shutdown()
+
+
+@pytest.fixture
+def make_parquet(tmp_path):
+    """Write a table as `files` Parquet files under tmp_path; return the folder."""
+    counter = iter(range(1_000_000))
+
+    def make(table: pa.Table, files: int = 3, row_group_size: int | None = None) -> str:
+        folder = tmp_path / f"input-{next(counter)}"
+        folder.mkdir()
+        n = table.num_rows
+        for i in range(files):
+            lo, hi = i * n // files, (i + 1) * n // files
+            pq.write_table(table.slice(lo, hi - lo), folder / f"part-{i:03d}.parquet",
+                           row_group_size=row_group_size)
+        return str(folder)
+
+    return make
