@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +18,9 @@ from smallpond.io.commit import remove_tree, write_json_atomic
 from smallpond.io.files import FileSlice, expand_paths, file_identity
 from smallpond.logical.nodes import Node, ReadOptions, Scan, SqlQuery
 from smallpond.runners.base import Runner, TaskEvent
+
+if TYPE_CHECKING:
+    from smallpond.dataframe import DataFrame
 
 __all__ = ["Session", "init"]
 

@@ -34,7 +34,7 @@ class TaskSlice:
     bucket: int | None = None
 
 
-Source = Union[FileSlice, TaskSlice]
+Source = Union[FileSlice, TaskSlice]  # noqa: UP007 - a runtime alias, py3.10 safe
 
 
 @dataclass(frozen=True)

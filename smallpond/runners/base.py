@@ -104,7 +104,7 @@ class Runner(abc.ABC):
     def cancel(self, handles: Iterable[Any]) -> None:
         """Stop running tasks (Ctrl-C or a failed job)."""
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027 - optional hook
         """Release workers."""
 
     def threads_per_task(self) -> int:
