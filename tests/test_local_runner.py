@@ -1,0 +1,106 @@
+"""The embedded runner: supervision, resume from committed tasks, recompute, events."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import smallpond
+
+
+def _kinds(session, since: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in session.events[since:]:
+        counts[event.kind] = counts.get(event.kind, 0) + 1
+    return counts
+
+
+def test_no_ray_started_by_default(local_sp):
+    import sys
+
+    local_sp.from_items([1]).count()
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+
+
+def test_rerun_reuses_committed_tasks(local_sp):
+    df = local_sp.from_items(list(range(100))).repartition(4, hash_by="item")
+    agg = local_sp.partial_sql("SELECT count(*) AS c FROM {0}", df)
+    first = agg.to_arrow()
+    mark = len(local_sp.events)
+    assert agg.to_arrow().equals(first)
+    kinds = _kinds(local_sp, mark)
+    assert kinds.get("finished", 0) == 0 and kinds["reused"] == 4
+
+
+def test_resume_across_sessions(tmp_path):
+    root = str(tmp_path / "root")
+    with smallpond.init(data_root=root, num_executors=2) as first:
+        df = first.from_items(list(range(50))).repartition(3, by_rows=True)
+        expected = first.partial_sql("SELECT sum(item) AS s FROM {0}", df).to_arrow()
+    with smallpond.init(data_root=root, num_executors=2) as second:
+        df = second.from_items(list(range(50))).repartition(3, by_rows=True)
+        again = second.partial_sql("SELECT sum(item) AS s FROM {0}", df).to_arrow()
+        assert again.equals(expected)
+        assert _kinds(second, 0).get("finished", 0) == 0
+
+
+def test_changed_input_file_is_not_reused(local_sp, tmp_path):
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"a": [1, 2, 3]}), path)
+    assert local_sp.read_parquet(str(path)).map("sum(a) AS s").take_all() == [{"s": 6}]
+    time.sleep(0.01)
+    pq.write_table(pa.table({"a": [10, 20, 30, 40]}), path)
+    assert local_sp.read_parquet(str(path)).map("sum(a) AS s").take_all() == [{"s": 100}]
+
+
+def test_recompute_forces_rerun(local_sp):
+    df = local_sp.from_items(list(range(10))).map("item * 2 AS x")
+    df.count()
+    mark = len(local_sp.events)
+    assert df.recompute().count() == 10
+    assert _kinds(local_sp, mark).get("finished", 0) >= 1
+
+
+def test_killed_worker_task_is_retried(local_sp, tmp_path):
+
+    def slow(table: pa.Table) -> pa.Table:
+        time.sleep(0.4)
+        return table
+
+    df = local_sp.from_items(list(range(400))).repartition(8, by_rows=True).map_batches(slow)
+    out = str(tmp_path / "out")
+    killed = []
+
+    def killer():
+        deadline = time.time() + 20
+        while time.time() < deadline and not killed:
+            busy = [w.process.pid for w in local_sp.runner._busy.values()]
+            if busy:
+                time.sleep(0.2)
+                os.kill(busy[0], signal.SIGKILL)
+                killed.append(busy[0])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    df.write_parquet(out)
+    thread.join()
+    assert killed, "the test never found a busy worker to kill"
+    assert sorted(pq.read_table(out).column("item").to_pylist()) == list(range(400))
+    assert any(e.kind == "retried" for e in local_sp.events)
+    staging = os.path.join(local_sp.config.data_root, "staging")
+    assert not [n for n in os.listdir(staging) if not n.startswith("write")]
+
+
+def test_events_report_progress(local_sp):
+    mark = len(local_sp.events)
+    df = local_sp.from_items(list(range(30))).repartition(3, by_rows=True)
+    local_sp.partial_sql("SELECT * FROM {0}", df).count()
+    finished = [e for e in local_sp.events[mark:] if e.kind == "finished"]
+    assert len(finished) == 4  # one mapper + three queries
+    assert sum(e.rows for e in finished if e.stage.startswith("partial_sql")) == 30
