@@ -1,0 +1,1 @@
+"""Benchmark logic behind `smallpond bench` (benchmarks/ keeps thin scripts)."""

@@ -1,0 +1,144 @@
+"""Engine overheads and a 1 GB hash repartition + aggregate, side by side with DuckDB."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import duckdb
+
+import smallpond
+from smallpond.bench.common import (
+    Measurement,
+    machine_info,
+    markdown_table,
+    timed,
+    write_report,
+)
+
+__all__ = ["run_core_benchmark", "make_hash_input"]
+
+ROW_BYTES = 100  # id, k, v and an 80-byte pad: about 100 bytes a row in memory
+
+
+def make_hash_input(folder: str, gigabytes: float, files: int = 8) -> str:
+    """`files` Parquet files of about `gigabytes` in total (uncompressed row size)."""
+    os.makedirs(folder, exist_ok=True)
+    rows = int(gigabytes * 1e9 / ROW_BYTES)
+    con = duckdb.connect()
+    for i in range(files):
+        lo, hi = i * rows // files, (i + 1) * rows // files
+        path = os.path.join(folder, f"part-{i:03d}.parquet").replace("'", "''")
+        con.execute(
+            f"COPY (SELECT range AS id, hash(range) % 100000 AS k, (range % 1000) * 0.5 AS v, "
+            f"repeat('x', 80) AS pad FROM range({lo}, {hi})) TO '{path}' (FORMAT parquet)")
+    return folder
+
+
+AGG_SQL = "SELECT k, count(*) AS n, sum(v) AS total FROM {0} GROUP BY k"
+
+
+def _smallpond_hash_aggregate(sp, source: str, partitions: int, out: str) -> int:
+    df = sp.read_parquet(os.path.join(source, "*.parquet")).repartition(partitions)
+    shuffled = df.repartition(partitions, hash_by="k")
+    result = sp.partial_sql(AGG_SQL, shuffled).recompute()
+    result.write_parquet(out, mode="overwrite")
+    return sp.read_parquet(out).count()
+
+
+def _duckdb_hash_aggregate(source: str, out: str, memory: str) -> int:
+    con = duckdb.connect(config={"memory_limit": memory})
+    query = AGG_SQL.replace("{0}", f"read_parquet('{source}/*.parquet')")
+    count = con.execute(f"COPY ({query}) TO '{out}' (FORMAT parquet)").fetchall()[0][0]
+    con.close()
+    return count
+
+
+def run_core_benchmark(gigabytes: float = 1.0, partitions: int | None = None,
+                       results_dir: str = "benchmarks/results", repeat: int = 10) -> str:
+    """Run every measurement; write JSON + markdown reports; return the markdown."""
+    work = tempfile.mkdtemp(prefix="smallpond-bench-")
+    measurements: list[Measurement] = []
+    try:
+        start = time.perf_counter()
+        sp = smallpond.init(data_root=os.path.join(work, "data"))
+        init_seconds = time.perf_counter() - start
+        sp.partial_sql("SELECT 1 AS x").to_arrow()
+        first_result = time.perf_counter() - start
+
+        counter = iter(range(10**9))
+
+        def trivial():
+            value = next(counter)
+            df = sp.from_items([1, 2, 3])
+            return sp.partial_sql(f"SELECT item + {value} AS x FROM {{0}}", df).to_arrow()
+
+        trivial()
+        trivial_seconds = _times(trivial, repeat)
+
+        tasks = 64
+
+        def many_tasks():
+            value = next(counter)
+            df = sp.from_items(list(range(tasks))).repartition(tasks, by_rows=True)
+            return sp.partial_sql(f"SELECT item + {value} AS x FROM {{0}}", df).to_arrow()
+
+        many = statistics.median(_times(many_tasks, 3))
+        per_task = (many - statistics.median(trivial_seconds)) / tasks
+
+        source = make_hash_input(os.path.join(work, "input"), gigabytes)
+        input_bytes = sum(os.path.getsize(os.path.join(source, f)) for f in os.listdir(source))
+        partitions = partitions or 2 * sp.config.num_executors
+        memory = f"{sp.config.memory_per_task * sp.config.num_executors >> 20}MB"
+        for attempt in range(2):
+            with timed("duckdb", measurements, attempt=attempt):
+                groups_duck = _duckdb_hash_aggregate(source, os.path.join(work, "duck.parquet"),
+                                                     memory)
+            with timed("smallpond", measurements, attempt=attempt):
+                groups_sp = _smallpond_hash_aggregate(sp, source, partitions,
+                                                      os.path.join(work, "sp-out"))
+        if groups_duck != groups_sp:
+            raise RuntimeError(f"group counts differ: duckdb {groups_duck}, smallpond {groups_sp}")
+        sp.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def best(name):
+        return min((m for m in measurements if m.name == name), key=lambda m: m.seconds)
+
+    duck, ours = best("duckdb"), best("smallpond")
+    rows = [
+        ["session start (init)", f"{init_seconds:.3f} s", ""],
+        ["session start to first result", f"{first_result:.3f} s", ""],
+        [f"trivial job, warm session (median of {repeat})",
+         f"{statistics.median(trivial_seconds) * 1000:.1f} ms", ""],
+        ["per-task overhead (64-task job)", f"{per_task * 1000:.2f} ms", ""],
+        [f"{gigabytes:g} GB hash repartition + aggregate: DuckDB one process",
+         f"{duck.seconds:.2f} s", f"peak {duck.peak_bytes / 2**20:.0f} MiB"],
+        [f"{gigabytes:g} GB hash repartition + aggregate: smallpond ({partitions} partitions)",
+         f"{ours.seconds:.2f} s", f"peak {ours.peak_bytes / 2**20:.0f} MiB, "
+         f"ratio to DuckDB {ours.seconds / duck.seconds:.2f}x"],
+    ]
+    info = machine_info()
+    markdown = (f"# core benchmark ({info['cpus']} cores, {info['memory_gib']} GiB, "
+                f"{info['time']})\n\ninput: {input_bytes / 1e6:.0f} MB Parquet "
+                f"({gigabytes:g} GB of rows), {groups_sp} groups\n\n"
+                + markdown_table(["measure", "value", "notes"], rows))
+    data = {"machine": info, "init_s": init_seconds, "first_result_s": first_result,
+            "trivial_s": trivial_seconds, "per_task_s": per_task, "gigabytes": gigabytes,
+            "partitions": partitions,
+            "runs": [vars(m) for m in measurements]}
+    write_report(results_dir, "core", data, markdown)
+    return markdown
+
+
+def _times(function, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        function()
+        out.append(time.perf_counter() - t)
+    return out
