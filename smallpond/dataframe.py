@@ -89,11 +89,15 @@ class DataFrame:
 
     # -- partitioning -----------------------------------------------------------------------
     def repartition(self, npartitions: int, hash_by: str | Sequence[str] | None = None,
-                    by: str | None = None, by_rows: bool = False, **kwargs) -> DataFrame:
-        """Split into `npartitions`: by files (default), rows, hash of columns, or `by` expr."""
+                    by: str | None = None, by_rows: bool = False, range_by: str | None = None,
+                    **kwargs) -> DataFrame:
+        """Split into `npartitions`: by files (default), rows, hash of columns, `by` expr, or
+        sampled key ranges (`range_by`: partition i holds keys <= those of partition i+1)."""
         check_stage_options(kwargs)
-        if sum(bool(x) for x in (hash_by, by, by_rows)) > 1:
-            raise PlanError("pass only one of hash_by=, by= and by_rows=True")
+        if sum(bool(x) for x in (hash_by, by, by_rows, range_by)) > 1:
+            raise PlanError("pass only one of hash_by=, by=, by_rows=True and range_by=")
+        if range_by:
+            return self._derive(Repartition(self._node, npartitions, "range", by=range_by))
         if hash_by:
             columns = (hash_by,) if isinstance(hash_by, str) else tuple(hash_by)
             return self._derive(Repartition(self._node, npartitions, "hash", hash_by=columns))

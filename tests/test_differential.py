@@ -80,3 +80,24 @@ def test_partial_sort_and_limit(sp, data, n, limit):
     sorted_parts = df.partial_sort(["k", "v", "s"])
     got = sp.partial_sql("SELECT * FROM {0}", sorted_parts)
     assert _rows(got) == _duck("SELECT * FROM t", table)
+
+
+@given(data=rows, n=st.integers(1, 5), splits=st.integers(1, 4))
+def test_range_repartition_then_partial_sort_is_a_global_sort(sp, data, n, splits):
+    table = pa.Table.from_pylist(data, schema=SCHEMA)
+    df = sp.from_arrow(table).repartition(splits, by_rows=True)
+    ordered = df.repartition(n, range_by="v").partial_sort(["v", "k", "s"])
+    assert ordered.num_partitions == n
+    got = [tuple(r.values()) for r in ordered.take_all()]
+    con = duckdb.connect()
+    con.register("t", table)
+    assert got == con.execute("SELECT * FROM t ORDER BY v NULLS LAST, k, s").fetchall()
+
+
+def test_range_repartition_balances_skewed_keys(sp):
+    # 90% of rows share few distinct keys in a narrow band: sampled boundaries still split them
+    skewed = [{"x": 1_000_000 + (i % 50)} for i in range(9000)] + [
+        {"x": i} for i in range(1000)]
+    df = sp.from_items(skewed).repartition(4, range_by="x")
+    counts = [r["c"] for r in sp.partial_sql("SELECT count(*) AS c FROM {0}", df).take_all()]
+    assert sum(counts) == 10_000 and max(counts) < 4000

@@ -24,9 +24,12 @@ def get_kernel(name: str) -> Callable:
 
 def _load_builtin() -> None:
     from smallpond.kernels.python_map import run_python
+    from smallpond.kernels.sample import run_boundaries, run_sample
     from smallpond.kernels.shuffle import run_shuffle
     from smallpond.kernels.sql import run_sql
 
     register_kernel("sql", run_sql)
     register_kernel("python", run_python)
     register_kernel("shuffle", run_shuffle)
+    register_kernel("sample", run_sample)
+    register_kernel("boundaries", run_boundaries)

@@ -20,6 +20,7 @@ from smallpond.errors import PartitionKeyError, SqlError
 from smallpond.io.files import FileSlice
 from smallpond.kernels.context import TaskContext
 from smallpond.kernels.duck import connect, register_inputs
+from smallpond.kernels.sample import sortable
 from smallpond.kernels.sql import OUTPUT_NAME
 
 __all__ = ["run_shuffle", "DEST_COLUMN"]
@@ -66,12 +67,27 @@ def _check_range(dest: np.ndarray, valid: np.ndarray | None, n: int, ctx: TaskCo
             f"{ctx.stage} partition {ctx.partition})", stage=ctx.stage, partition=ctx.partition)
 
 
+def _range_dest(column: pa.ChunkedArray, bounds: np.ndarray, n: int) -> np.ndarray:
+    """Partition of each key: the number of boundaries <= key; NULLs sort last."""
+    keys = sortable(column)
+    if column.null_count:
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        dest = np.full(len(keys), n - 1, dtype=np.int64)
+        dest[valid] = np.searchsorted(bounds, keys[valid], side="right")
+        return dest
+    return np.searchsorted(bounds, keys, side="right").astype(np.int64)
+
+
 def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
                 ctx: TaskContext) -> list[dict]:
     method, n = params["method"], int(params["n"])
     con = connect(ctx)
     try:
-        name = register_inputs(con, inputs, params.get("read", ()))[0]
+        names = register_inputs(con, inputs, params.get("read", ()))
+        name = names[0]
+        bounds = None
+        if method == "range":
+            bounds = sortable(con.sql(f"SELECT key FROM {names[1]}").to_arrow_table()["key"])
         expression = _dest_expression(params)
         select = f"SELECT *, {expression} AS {DEST_COLUMN} FROM {name}" if expression \
             else f"SELECT * FROM {name}"
@@ -101,6 +117,8 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
                         if method == "expr":
                             _check_range(dest, valid, n, ctx, params["by"])
                         chunk = chunk.drop_columns([DEST_COLUMN])
+                    elif method == "range":
+                        dest = _range_dest(chunk.column(params["by"]), bounds, n)
                     elif method == "rows":
                         index = np.arange(offset, offset + chunk.num_rows, dtype=np.int64)
                         dest = (index * n) // max(total, 1)

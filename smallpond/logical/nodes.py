@@ -24,7 +24,7 @@ __all__ = [
     "SHUFFLE_METHODS",
 ]
 
-SHUFFLE_METHODS = ("files", "rows", "hash", "expr", "random")
+SHUFFLE_METHODS = ("files", "rows", "hash", "expr", "random", "range")
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,7 @@ class Repartition(Node):
     hash_by: tuple[str, ...] = ()
     by: str | None = None
     seed: int = 0
+    samples_per_partition: int = 1000
 
     def __post_init__(self):
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n <= 0:
@@ -189,8 +190,8 @@ class Repartition(Node):
             raise PlanError(f"unknown repartition method {self.method!r}")
         if self.method == "hash" and not self.hash_by:
             raise PlanError("hash repartition needs at least one column")
-        if self.method == "expr" and not (self.by and self.by.strip()):
-            raise PlanError("repartition by= needs a SQL expression")
+        if self.method in ("expr", "range") and not (self.by and self.by.strip()):
+            raise PlanError(f"repartition {self.method} needs a column or SQL expression")
 
     @property
     def inputs(self) -> tuple[Node, ...]:
@@ -201,7 +202,8 @@ class Repartition(Node):
         return self.n
 
     def describe(self) -> str:
-        detail = {"hash": f" hash_by={list(self.hash_by)}", "expr": f" by={self.by!r}"}
+        detail = {"hash": f" hash_by={list(self.hash_by)}", "expr": f" by={self.by!r}",
+                  "range": f" range_by={self.by!r} (sampled)"}
         return f"repartition {self.method} -> {self.n}{detail.get(self.method, '')}"
 
 

@@ -155,6 +155,8 @@ class Planner:
         params = {"method": "rows" if node.method == "files" else node.method, "n": node.n,
                   "hash_by": list(node.hash_by), "by": node.by, "seed": node.seed,
                   "read": [source.read]}
+        if node.method == "range":
+            return Planned(self._range_parts(node, source, stage, params), PARQUET)
         if params["method"] == "rows":
             # one mapper reads everything in order, so row order survives the split
             mappers = [self._add(stage, 0, "shuffle", params,
@@ -164,6 +166,20 @@ class Planner:
                        for i, part in enumerate(source.parts)]
         parts = [tuple(TaskSlice(m.key, j) for m in mappers) for j in range(node.n)]
         return Planned(parts, PARQUET)
+
+    def _range_parts(self, node: Repartition, source: Planned, stage: str,
+                     params: dict) -> list[Part]:
+        """Sample each partition, pick n-1 boundaries from all samples, then split by range."""
+        samples = [self._add(f"{stage}-sample", i, "sample",
+                             {"column": node.by, "rows": node.samples_per_partition,
+                              "seed": node.seed, "read": [source.read]}, (part,))
+                   for i, part in enumerate(source.parts)]
+        bounds = self._add(f"{stage}-bounds", 0, "boundaries", {"column": node.by, "n": node.n},
+                           (tuple(TaskSlice(s.key) for s in samples),))
+        params = {**params, "read": [source.read, PARQUET]}
+        mappers = [self._add(stage, i, "shuffle", params, (part, (TaskSlice(bounds.key),)))
+                   for i, part in enumerate(source.parts)]
+        return [tuple(TaskSlice(m.key, j) for m in mappers) for j in range(node.n)]
 
     def visit_Limit(self, node: Limit) -> Planned:
         source = self.visit(node.source)

@@ -1,0 +1,65 @@
+"""Kernels of sampled range partitioning: sample keys, then choose partition boundaries."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from smallpond.io.files import FileSlice
+from smallpond.kernels.context import TaskContext
+from smallpond.kernels.duck import connect, register_inputs
+from smallpond.kernels.sql import OUTPUT_NAME
+
+__all__ = ["run_sample", "run_boundaries", "sortable"]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def run_sample(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
+               ctx: TaskContext) -> list[dict]:
+    """A uniform sample (reservoir, repeatable) of one column of a partition."""
+    con = connect(ctx)
+    try:
+        name = register_inputs(con, inputs, params.get("read", ()))[0]
+        column = _quote(params["column"])
+        table = con.sql(
+            f"SELECT {column} AS key FROM {name} WHERE {column} IS NOT NULL "
+            f"USING SAMPLE reservoir({int(params['rows'])} ROWS) "
+            f"REPEATABLE ({int(params.get('seed', 0)) + ctx.partition})").to_arrow_table()
+    finally:
+        con.close()
+    pq.write_table(table, os.path.join(ctx.output_dir, OUTPUT_NAME))
+    return [{"name": OUTPUT_NAME, "num_rows": table.num_rows}]
+
+
+def run_boundaries(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
+                   ctx: TaskContext) -> list[dict]:
+    """n-1 keys that split the pooled samples into n equal ranges."""
+    n = int(params["n"])
+    table = pa.concat_tables(pq.read_table(s.path) for s in inputs[0])
+    keys = table.column("key").combine_chunks()
+    keys = keys.take(pc.sort_indices(keys))
+    picks = [min(len(keys) - 1, round(j * len(keys) / n)) for j in range(1, n)] if len(keys) else []
+    bounds = keys.take(pa.array(picks, pa.int64())) if picks else keys.slice(0, 0)
+    pq.write_table(pa.table({"key": bounds}), os.path.join(ctx.output_dir, OUTPUT_NAME))
+    return [{"name": OUTPUT_NAME, "num_rows": len(bounds)}]
+
+
+def sortable(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numpy array ordered like the Arrow values (fixed-size binary compares as memcmp)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_fixed_size_binary(array.type):
+        width = array.type.byte_width
+        data = np.frombuffer(array.buffers()[1], dtype=f"S{width}",
+                             count=array.offset + len(array))
+        return data[array.offset:]
+    return array.to_numpy(zero_copy_only=False)
