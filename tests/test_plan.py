@@ -96,3 +96,20 @@ def test_split_files_balances_row_groups(tmp_path):
     assert split_files([FileSlice(str(path))], 11) is None
     many = [FileSlice(f"/f{i}") for i in range(7)]
     assert [len(p) for p in split_files(many, 3)] == [2, 3, 2]
+
+
+def test_projection_is_pushed_below_a_shuffle(tmp_path):
+    path = tmp_path / "wide.parquet"
+    pq.write_table(pa.table({"k": [1], "v": [2], "pad": ["x"]}), path)
+    scan = Scan(((FileSlice(str(path)),),), ReadOptions(), (str(path),))
+    shuffle = Repartition(scan, 2, "hash", hash_by=("k",))
+    query = SqlQuery((shuffle,), "SELECT k, sum(v) AS s FROM {0} GROUP BY k")
+    optimized = optimize(query)
+    projected = optimized.sources[0].source
+    assert isinstance(projected, SqlQuery) and projected.sql == 'SELECT "k", "v" FROM {0}'
+    graph = plan(optimized)
+    mapper = next(t for t in graph if t.kernel == "shuffle")
+    assert mapper.params["sql"] == 'SELECT "k", "v" FROM {0}'  # fused into the mapper
+    assert len(graph) == 3  # 1 mapper + 2 reducers, no separate projection task
+    star = SqlQuery((shuffle,), "SELECT * FROM {0}")
+    assert optimize(star).sources[0] == shuffle

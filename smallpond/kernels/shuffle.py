@@ -20,8 +20,9 @@ from smallpond.errors import PartitionKeyError, SqlError
 from smallpond.io.files import FileSlice
 from smallpond.kernels.context import TaskContext
 from smallpond.kernels.duck import connect, register_inputs
+from smallpond.kernels.placeholders import substitute
 from smallpond.kernels.sample import sortable
-from smallpond.kernels.sql import OUTPUT_NAME
+from smallpond.kernels.sql import OUTPUT_NAME, clean_sql
 
 __all__ = ["run_shuffle", "DEST_COLUMN"]
 
@@ -88,6 +89,8 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
         bounds = None
         if method == "range":
             bounds = sortable(con.sql(f"SELECT key FROM {names[1]}").to_arrow_table()["key"])
+        if params.get("sql"):  # a per-partition query fused into this mapper
+            name = f"({substitute(clean_sql(params['sql']), lambda i: names[i], 1)})"
         expression = _dest_expression(params)
         select = f"SELECT *, {expression} AS {DEST_COLUMN} FROM {name}" if expression \
             else f"SELECT * FROM {name}"

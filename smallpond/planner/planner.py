@@ -144,7 +144,13 @@ class Planner:
         return Planned(parts, PARQUET)
 
     def visit_Repartition(self, node: Repartition) -> Planned:
-        source = self.visit(node.source)
+        inner = node.source
+        fused_sql = None
+        if (node.method in ("hash", "expr", "random") and isinstance(inner, SqlQuery)
+                and len(inner.sources) == 1 and not inner.ordered and not inner.udfs):
+            # run the per-partition query inside the mapper instead of as a task of its own
+            fused_sql, inner = inner.sql, inner.sources[0]
+        source = self.visit(inner)
         if node.method == "files" and source.read.get("format") == "parquet":
             files = [s for part in source.parts for s in part]
             if files and all(isinstance(s, FileSlice) for s in files):
@@ -155,6 +161,8 @@ class Planner:
         params = {"method": "rows" if node.method == "files" else node.method, "n": node.n,
                   "hash_by": list(node.hash_by), "by": node.by, "seed": node.seed,
                   "read": [source.read]}
+        if fused_sql is not None:
+            params["sql"] = fused_sql
         if node.method == "range":
             return Planned(self._range_parts(node, source, stage, params), PARQUET)
         if params["method"] == "rows":

@@ -3,7 +3,8 @@
 from smallpond.logical.rules.base import Rule
 from smallpond.logical.rules.fuse_sql import FuseSql
 from smallpond.logical.rules.push_limit import PushLimit
+from smallpond.logical.rules.push_projection import PushProjection
 
-__all__ = ["Rule", "FuseSql", "PushLimit", "DEFAULT_RULES"]
+__all__ = ["Rule", "FuseSql", "PushLimit", "PushProjection", "DEFAULT_RULES"]
 
-DEFAULT_RULES: tuple[Rule, ...] = (PushLimit(), FuseSql())
+DEFAULT_RULES: tuple[Rule, ...] = (PushLimit(), PushProjection(), FuseSql())
