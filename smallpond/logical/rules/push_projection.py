@@ -19,6 +19,8 @@ from smallpond.logical.schema import infer_schema
 
 __all__ = ["PushProjection", "referenced_columns"]
 
+SHUFFLES = ("hash", "expr", "random", "range")
+
 
 def referenced_columns(sql: str) -> set[str] | None:
     """Lower-cased names a statement may read (a superset), or None when it may read all."""
@@ -52,6 +54,8 @@ class PushProjection(Rule):
         if not (isinstance(node, SqlQuery) and len(node.sources) == 1
                 and isinstance(node.sources[0], Repartition) and not node.udfs):
             return node
+        if node.sources[0].method not in SHUFFLES:
+            return node  # splits by files or rows move no column data worth pruning
         shuffle = node.sources[0]
         used = referenced_columns(substitute(node.sql, lambda i: "__sp_input", 1))
         keys = _key_columns(shuffle)
