@@ -23,7 +23,7 @@ from smallpond.io.parquet import read_slices
 __all__ = ["check_output", "write_output", "WRITE_MODES"]
 
 WRITE_MODES = ("error", "overwrite", "append")
-_PART = re.compile(r"part-(\d+)\.parquet$")
+_PART = re.compile(r"part-(\d+)\.\w+$")
 
 
 def _existing_files(path: str) -> list[str]:
@@ -53,15 +53,18 @@ def _place(source: str, target: str) -> None:
         shutil.copyfile(source, target)
 
 
-def _stage_parts(parts: Sequence[Sequence[FileSlice]], staging: str, first: int) -> list[str]:
+def _stage_parts(parts: Sequence[Sequence[FileSlice]], staging: str, first: int,
+                 extension: str) -> list[str]:
     names = []
     for offset, slices in enumerate(parts):
-        name = f"part-{first + offset:05d}.parquet"
+        name = f"part-{first + offset:05d}.{extension}"
         target = os.path.join(staging, name)
-        if len(slices) == 1 and slices[0].is_whole and slices[0].format == "parquet":
+        if len(slices) == 1 and slices[0].is_whole and slices[0].path.endswith(f".{extension}"):
             _place(slices[0].path, target)
-        else:
+        elif extension == "parquet":
             pq.write_table(read_slices(slices), target)
+        else:
+            raise ValueError(f"a {extension} part must be one whole file, got {slices}")
         names.append(name)
     return names
 
@@ -78,8 +81,8 @@ def _move(source: str, target: str) -> None:
 
 
 def write_output(parts: Sequence[Sequence[FileSlice]], path: str, mode: str,
-                 staging_root: str) -> list[str]:
-    """Write each partition as part-NNNNN.parquet under `path`, atomically per mode."""
+                 staging_root: str, extension: str = "parquet") -> list[str]:
+    """Write each partition as part-NNNNN.<extension> under `path`, atomically per mode."""
     check_output(path, mode)
     first = 0
     if mode == "append":
@@ -88,7 +91,7 @@ def write_output(parts: Sequence[Sequence[FileSlice]], path: str, mode: str,
         first = max(numbers, default=-1) + 1
     staging = new_staging_dir(staging_root, "write")
     try:
-        names = _stage_parts(parts, staging, first)
+        names = _stage_parts(parts, staging, first, extension)
         open(os.path.join(staging, "_SUCCESS"), "w").close()
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)

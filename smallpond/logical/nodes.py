@@ -20,6 +20,7 @@ __all__ = [
     "PythonMap",
     "Repartition",
     "Limit",
+    "KernelMap",
     "ReadOptions",
     "SHUFFLE_METHODS",
 ]
@@ -228,3 +229,26 @@ class Limit(Node):
 
     def describe(self) -> str:
         return f"limit {self.n}"
+
+
+@dataclass(frozen=True, eq=False)
+class KernelMap(Node):
+    """A registered kernel run on each partition (extensions: GraySort, connectors).
+
+    `params` is a tuple of (name, value) pairs so that the node stays hashable.
+    """
+
+    source: Node
+    kernel: str
+    params: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.source,)
+
+    @property
+    def num_partitions(self) -> int:
+        return self.source.num_partitions
+
+    def describe(self) -> str:
+        return f"kernel {self.kernel}"

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 from smallpond.io.files import FileSlice
 from smallpond.io.parquet import open_parquet
-from smallpond.logical.nodes import Limit, Node, PythonMap, Repartition, Scan, SqlQuery
+from smallpond.logical.nodes import (
+    KernelMap,
+    Limit,
+    Node,
+    PythonMap,
+    Repartition,
+    Scan,
+    SqlQuery,
+)
 from smallpond.planner.graph import Source, Task, TaskGraph, TaskSlice, task_key
 
 __all__ = ["Planner", "plan", "split_files"]
@@ -140,6 +148,16 @@ class Planner:
                       "schema": node.schema, "batch_size": node.batch_size,
                       "read": [source.read]}
             task = self._add(stage, i, "python", params, (part,))
+            parts.append((TaskSlice(task.key),))
+        return Planned(parts, PARQUET)
+
+    def visit_KernelMap(self, node: KernelMap) -> Planned:
+        source = self.visit(node.source)
+        stage = self._stage(node, node.kernel)
+        parts = []
+        for i, part in enumerate(source.parts):
+            params = {**dict(node.params), "read": [source.read]}
+            task = self._add(stage, i, node.kernel, params, (part,))
             parts.append((TaskSlice(task.key),))
         return Planned(parts, PARQUET)
 
