@@ -1,7 +1,12 @@
-"""What one task does: pure functions of (params, inputs, context) -> output files."""
+"""What one task does: pure functions of (params, inputs, context) -> output files.
+
+Built-in kernels have plain names; an extension's kernels are named `<package>.<kernel>` and
+live in `smallpond.<package>.kernels`, imported on first use (also inside workers).
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 __all__ = ["get_kernel", "register_kernel"]
@@ -16,6 +21,8 @@ def register_kernel(name: str, function: Callable) -> None:
 def get_kernel(name: str) -> Callable:
     if not _KERNELS:
         _load_builtin()
+    if name not in _KERNELS and "." in name:
+        importlib.import_module(f"smallpond.{name.split('.', 1)[0]}.kernels")
     try:
         return _KERNELS[name]
     except KeyError:

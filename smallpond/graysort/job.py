@@ -1,0 +1,180 @@
+"""The GraySort job, built from DataFrame operations and run as a task graph on any runner.
+
+input (generated in parallel chunks, or read from .dat / Parquet)
+  -> repartition(P, range_by="key")     sampled range partitioning (skew-safe)
+  -> partial_sort("key")                per-partition sort
+  -> graysort.to_dat kernel             binary records, part-NNNNN.dat in key order
+then the output files are checked by parallel valsort summaries merged in file order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+import smallpond
+from smallpond.dataframe import DataFrame, compute_many
+from smallpond.errors import InputError, PlanError
+from smallpond.graysort.kernels import table_to_records
+from smallpond.io.files import FileSlice, expand_paths, file_identity
+from smallpond.io.output import write_output
+from smallpond.logical.nodes import KernelMap, ReadOptions, Scan
+from smallpond.session import Session
+
+__all__ = ["GraySortResult", "run", "input_dataframe", "CHUNK_RECORDS"]
+
+CHUNK_RECORDS = 1 << 20  # records per generated or read chunk: bounds a task's memory
+RECORD = 100
+
+
+@dataclass
+class GraySortResult:
+    """What a GraySort run did and whether valsort accepted its output."""
+
+    records: int
+    partitions: int
+    output_files: list[str]
+    phases: dict[str, float] = field(default_factory=dict)
+    input_checksum: int | None = None
+    output_checksum: int | None = None
+    duplicates: int = 0
+    valid: bool = False
+    report: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return self.records * RECORD
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.phases.values())
+
+    def lines(self) -> list[str]:
+        mb = self.bytes / 1e6
+        out = [f"records: {self.records}  bytes: {self.bytes}  partitions: {self.partitions}"]
+        out += [f"{name}: {seconds:.2f} s" for name, seconds in self.phases.items()]
+        out.append(f"total: {self.seconds:.2f} s  {mb / max(self.seconds, 1e-9):.1f} MB/s")
+        if self.input_checksum is not None:
+            same = self.input_checksum == self.output_checksum
+            out.append(f"checksum in {self.input_checksum:x} out {self.output_checksum:x} "
+                       f"{'equal' if same else 'DIFFERENT'}")
+        return out + self.report
+
+
+def _generate_chunk(table: pa.Table) -> pa.Table:
+    from smallpond.graysort.gensort import generate_records
+    from smallpond.graysort.records import records_to_table
+
+    parts = [records_to_table(generate_records(int(row["start"]), int(row["count"])))
+             for row in table.to_pylist()]
+    return pa.concat_tables(parts)
+
+
+def _read_chunk(table: pa.Table) -> pa.Table:
+    from smallpond.graysort.records import records_to_table
+
+    parts = []
+    for row in table.to_pylist():
+        with open(row["path"], "rb") as handle:
+            handle.seek(int(row["offset"]) * RECORD)
+            data = handle.read(int(row["count"]) * RECORD)
+        parts.append(records_to_table(np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD)))
+    return pa.concat_tables(parts)
+
+
+def _checksum_chunk(table: pa.Table) -> pa.Table:
+    from smallpond.graysort.checksum import checksum_records
+
+    return pa.table({"records": [table.num_rows],
+                     "checksum": [format(checksum_records(table_to_records(table)), "x")]})
+
+
+def _chunks(total: int, start: int = 0) -> list[tuple[int, int]]:
+    return [(start + lo, min(CHUNK_RECORDS, total - lo)) for lo in range(0, total, CHUNK_RECORDS)]
+
+
+def input_dataframe(sp: Session, partitions: int, records: int | None = None,
+                    input: str | None = None) -> tuple[DataFrame, int]:
+    """The records to sort as a DataFrame of `partitions` partitions, and their count."""
+    if (records is None) == (input is None):
+        raise PlanError("give exactly one of records= and input=")
+    if records is not None:
+        if records <= 0:
+            raise PlanError(f"records must be positive, got {records}")
+        items = [{"start": s, "count": c} for s, c in _chunks(records)]
+        source = sp.from_items(items).repartition(min(partitions, len(items)), by_rows=True)
+        return source.map_batches(_generate_chunk, batch_size=1), records
+    files = expand_paths(input, suffixes=(".dat", ".parquet"))
+    if all(f.endswith(".parquet") for f in files):
+        df = sp.read_parquet(files)
+        return df.repartition(partitions), df.count()
+    items = []
+    for path in files:
+        size = os.path.getsize(path)
+        if size % RECORD:
+            raise InputError(f"{path!r} is {size} bytes, not a whole number of "
+                             f"{RECORD}-byte records", path=path)
+        items += [{"path": path, "offset": s, "count": c} for s, c in _chunks(size // RECORD)]
+    if not items:
+        raise InputError(f"no records in {input!r}", path=str(input))
+    source = sp.from_items(items).repartition(min(partitions, len(items)), by_rows=True)
+    return source.map_batches(_read_chunk, batch_size=1), sum(i["count"] for i in items)
+
+
+def _sum_checksums(df: DataFrame) -> tuple[int, int]:
+    rows = df.map_batches(_checksum_chunk).take_all()
+    return sum(r["records"] for r in rows), sum(int(r["checksum"], 16) for r in rows)
+
+
+def _validate(sp: Session, files: list[str]):
+    from smallpond.graysort.valsort import Summary, merge
+
+    slices = tuple((FileSlice(f, format="dat"),) for f in files)
+    scan = Scan(slices, ReadOptions("dat"), tuple(file_identity(f) for f in files))
+    summaries = DataFrame(sp, KernelMap(scan, "graysort.summarize")).take_all()
+    merged = merge([Summary(r["first_key"], r["last_key"], r["records"], int(r["checksum"], 16),
+                            r["unordered"], r["duplicates"], r["first_unordered"])
+                    for r in summaries])
+    return merged
+
+
+def run(output: str, records: int | None = None, input: str | None = None,
+        partitions: int | None = None, session: Session | None = None, validate: bool = True,
+        **init_options) -> GraySortResult:
+    """Sort gensort records into `output`/part-NNNNN.dat and check them like valsort."""
+    from smallpond.graysort.valsort import report_lines
+
+    sp = session or smallpond.init(**init_options)
+    try:
+        partitions = partitions or sp.config.partitions or 2 * sp.config.num_executors
+        phases: dict[str, float] = {}
+        start = time.perf_counter()
+        source, count = input_dataframe(sp, partitions, records, input)
+        input_records, input_checksum = _sum_checksums(source) if validate else (count, None)
+        phases["input + checksum" if validate else "input"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        ordered = source.repartition(partitions, range_by="key").partial_sort("key")
+        dat = DataFrame(sp, KernelMap(ordered._node, "graysort.to_dat"))
+        parts = compute_many(sp, [dat])[0]
+        files = write_output(parts, output, "overwrite", sp.config.staging_dir, extension="dat")
+        phases["sort + write"] = time.perf_counter() - start
+
+        result = GraySortResult(count, partitions, files, phases, input_checksum)
+        if validate:
+            start = time.perf_counter()
+            summary = _validate(sp, files)
+            phases["validate"] = time.perf_counter() - start
+            result.output_checksum = summary.checksum
+            result.duplicates = summary.duplicates
+            result.report = report_lines(summary)
+            result.valid = (summary.unordered == 0 and summary.records == input_records
+                            and summary.checksum == input_checksum)
+        return result
+    finally:
+        if session is None:
+            sp.shutdown()
