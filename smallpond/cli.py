@@ -66,18 +66,14 @@ def graysort_command(records, input_path, output, no_validate, runner, ray_addre
         raise SystemExit(1)
 
 
-def _attach_optional_commands() -> None:
-    try:
-        from smallpond.graysort import cli as graysort_cli
-    except ImportError:  # the GraySort tools ship in the same package; keep the CLI usable
-        return
-    for name in ("gensort", "valsort"):
-        command = getattr(graysort_cli, name, None)
-        if isinstance(command, click.Command):
-            main.add_command(command, name)
+def _attach_graysort_tools() -> None:
+    from smallpond.graysort.cli import gensort, valsort
+
+    main.add_command(gensort)
+    main.add_command(valsort)
 
 
-_attach_optional_commands()
+_attach_graysort_tools()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""gensort / valsort compatibility: official vectors, a slow reference, and the CLI."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smallpond.cli import main
+from smallpond.graysort.checksum import checksum_records
+from smallpond.graysort.gensort import generate_records
+from smallpond.graysort.valsort import merge, report_lines, summarize_file, summarize_records
+
+DATA = Path(__file__).parent.parent / "data" / "graysort"
+VECTORS = [
+    ("binary_b0_n1000", 0, 1000, False),
+    ("binary_b123456789_n100", 123456789, 100, False),
+    ("binary_b1e20_n10", 10**20, 10, False),
+    ("ascii_b0_n1000", 0, 1000, True),
+]
+A = 0x2360ED051FC65DA44385DF649FCCF645
+C = 0x4A696D47726179524950202020202001
+MASKS = [0xF0E8E4E2E1D8D4D2D1CC, 0xCAC9C6C5C3B8B4B2B1AC, 0xAAA9A6A5A39C9A999695,
+         0x938E8D8B87787472716C, 0x6A696665635C5A595655, 0x534E4D4B473C3A393635,
+         0x332E2D2B271E1D1B170F, 0xC8C4C2C1989492918CE0, 0x170F332E2D2B271E1D1B]
+
+
+def reference_binary(start: int, count: int) -> bytes:
+    """Record by record with Python ints, straight from FORMAT.md (slow, obviously right)."""
+    x = 0
+    a, c = A, C
+    steps, ja, jc = start + 1, 1, 0
+    while steps:  # jump to X(start + 1)
+        if steps & 1:
+            ja, jc = (a * ja) % 2**128, (a * jc + c) % 2**128
+        a, c = (a * a) % 2**128, (a * c + c) % 2**128
+        steps >>= 1
+    x = jc
+    values = []
+    for _ in range(count + 9):
+        values.append(x)
+        x = (A * x + C) % 2**128
+    out = bytearray()
+    for i in range(count):
+        out += (values[i] >> 48).to_bytes(10, "big")
+        for j in range(1, 10):
+            out += ((values[i + j] >> 48) ^ MASKS[j - 1]).to_bytes(10, "big")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("name,start,count,ascii", VECTORS)
+def test_official_vectors(name, start, count, ascii):
+    expected = (DATA / f"{name}.dat").read_bytes()
+    records = generate_records(start, count, ascii)
+    assert records.tobytes() == expected
+    assert format(checksum_records(records), "x") == (DATA / f"{name}.sum").read_text().strip()
+
+
+@given(start=st.integers(0, 2**100), count=st.integers(0, 40), split=st.integers(0, 40))
+def test_generation_matches_reference_and_splits(start, count, split):
+    split = min(split, count)
+    whole = generate_records(start, count).tobytes()
+    assert whole == reference_binary(start, count)
+    assert whole == (generate_records(start, split).tobytes()
+                     + generate_records(start + split, count - split).tobytes())
+
+
+@given(st.binary(min_size=0, max_size=3000).map(lambda b: b[: len(b) // 100 * 100]))
+def test_checksum_equals_zlib_per_record(data):
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, 100)
+    assert checksum_records(records) == sum(zlib.crc32(r.tobytes()) for r in records)
+
+
+def test_valsort_on_unsorted_and_sorted_vector():
+    summary = summarize_file(str(DATA / "binary_b0_n1000.dat"))
+    assert report_lines(summary) == [
+        "First unordered record is record 2", "Records: 1000", "Checksum: 1ea6370b955",
+        "ERROR - there are 483 unordered records"]
+    records = generate_records(0, 1000)
+    ordered = records[np.lexsort([records[:, i] for i in range(9, -1, -1)])]
+    assert report_lines(summarize_records(ordered)) == [
+        "Records: 1000", "Checksum: 1ea6370b955", "Duplicate keys: 0",
+        "SUCCESS - all records are in order"]
+
+
+@given(cuts=st.lists(st.integers(0, 200), max_size=4), dup=st.booleans())
+def test_merged_summaries_equal_the_whole(cuts, dup):
+    records = generate_records(7, 200)
+    records = records[np.lexsort([records[:, i] for i in range(9, -1, -1)])]
+    if dup:
+        records[100] = records[99]
+    records[150:160] = records[150:160][::-1].copy()  # some disorder, across files too
+    bounds = [0, *sorted(cuts), 200]
+    parts = [summarize_records(records[a:b]) for a, b in zip(bounds, bounds[1:])]
+    assert merge(parts) == summarize_records(records)
+
+
+def test_cli_gensort_and_valsort_roundtrip(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "g.dat"
+    result = runner.invoke(main, ["gensort", "-b", "123456789", "-c", "100", str(out)])
+    assert result.exit_code == 0 and result.stderr.strip() == "2df2359d4d"
+    assert out.read_bytes() == (DATA / "binary_b123456789_n100.dat").read_bytes()
+    big = runner.invoke(main, ["gensort", "-b", "100000000000000000000", "10",
+                               str(tmp_path / "b.dat")])
+    assert big.exit_code == 0
+    assert (tmp_path / "b.dat").read_bytes() == (DATA / "binary_b1e20_n10.dat").read_bytes()
+    bad = runner.invoke(main, ["valsort", str(DATA / "binary_b0_n1000.dat")])
+    assert bad.exit_code == 1 and "483 unordered" in bad.stderr
+
+
+def test_cli_valsort_summaries(tmp_path):
+    runner = CliRunner()
+    records = generate_records(0, 300)
+    records = records[np.lexsort([records[:, i] for i in range(9, -1, -1)])]
+    (tmp_path / "a.dat").write_bytes(records[:150].tobytes())
+    (tmp_path / "b.dat").write_bytes(records[150:].tobytes())
+    for name in "ab":
+        result = runner.invoke(main, ["valsort", "-o", str(tmp_path / f"{name}.sum"),
+                                      str(tmp_path / f"{name}.dat")])
+        assert result.exit_code == 0
+    (tmp_path / "all.sum").write_bytes((tmp_path / "a.sum").read_bytes()
+                                       + (tmp_path / "b.sum").read_bytes())
+    merged = runner.invoke(main, ["valsort", "-s", str(tmp_path / "all.sum")])
+    assert merged.exit_code == 0 and "SUCCESS" in merged.stderr and "Records: 300" in merged.stderr
+    swapped = runner.invoke(main, ["valsort", str(tmp_path / "b.dat"), str(tmp_path / "a.dat")])
+    assert swapped.exit_code == 1 and "First unordered record is record 150" in swapped.stderr
+
+
+def test_cli_valsort_rejects_bad_files(tmp_path):
+    runner = CliRunner()
+    odd = tmp_path / "odd.dat"
+    odd.write_bytes(b"x" * 150)
+    result = runner.invoke(main, ["valsort", str(odd)])
+    assert result.exit_code == 2 and "odd.dat" in result.stderr
+    missing = runner.invoke(main, ["valsort", str(tmp_path / "missing.dat")])
+    assert missing.exit_code == 2 and "missing.dat" in missing.stderr
