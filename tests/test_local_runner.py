@@ -104,3 +104,25 @@ def test_events_report_progress(local_sp):
     finished = [e for e in local_sp.events[mark:] if e.kind == "finished"]
     assert len(finished) == 4  # one mapper + three queries
     assert sum(e.rows for e in finished if e.stage.startswith("partial_sql")) == 30
+
+
+def test_shuffles_stream_in_many_chunks(tmp_path, monkeypatch):
+    # tiny chunks: every mapper writes many row groups per destination, all must line up
+    monkeypatch.setenv("SMALLPOND_SHUFFLE_CHUNK_ROWS", "37")
+    import duckdb
+
+    with smallpond.init(data_root=str(tmp_path / "root"), num_executors=2) as sp:
+        items = [{"k": (i * 7919) % 1000, "v": i} for i in range(3000)]
+        df = sp.from_items(items).repartition(3, by_rows=True)
+        ranged = df.repartition(4, range_by="k").partial_sort(["k", "v"])
+        keys = [(r["k"], r["v"]) for r in ranged.take_all()]
+        assert keys == sorted(keys)
+        hashed = sp.partial_sql("SELECT k, count(*) AS c FROM {0} GROUP BY k",
+                                df.repartition(5, hash_by="k"))
+        con = duckdb.connect()
+        expected = dict(con.execute(
+            "SELECT k, count(*) FROM (SELECT (i * 7919) % 1000 AS k FROM range(3000) t(i)) "
+            "GROUP BY k").fetchall())
+        assert {r["k"]: r["c"] for r in hashed.take_all()} == expected
+        in_order = df.repartition(4, by_rows=True).take_all()
+        assert [r["v"] for r in in_order] == list(range(3000))

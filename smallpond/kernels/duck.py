@@ -35,6 +35,7 @@ def connect(ctx: TaskContext) -> duckdb.DuckDBPyConnection:
         "threads": max(1, ctx.threads),
         "preserve_insertion_order": True,
     })
+    con.execute("SET enable_progress_bar = false")  # workers have no terminal to draw on
     return con
 
 

@@ -54,7 +54,12 @@ def run_boundaries(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]]
 
 
 def sortable(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A numpy array ordered like the Arrow values (fixed-size binary compares as memcmp)."""
+    """A numpy array ordered like the Arrow values, for searchsorted against boundaries.
+
+    Binary values become numpy bytes ('S'), which compare like memcmp except that trailing zero
+    bytes are ignored; keys that compare equal that way land in the same partition, and the
+    partition's own sort orders them, so global order holds.
+    """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_fixed_size_binary(array.type):
@@ -62,4 +67,16 @@ def sortable(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
         data = np.frombuffer(array.buffers()[1], dtype=f"S{width}",
                              count=array.offset + len(array))
         return data[array.offset:]
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type) or \
+            pa.types.is_binary_view(array.type):
+        array = array.cast(pa.large_binary())
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64,
+                                count=array.offset + len(array) + 1)[array.offset:]
+        lengths = np.diff(offsets)
+        if len(lengths) and (lengths == lengths[0]).all() and lengths[0] > 0:
+            width = int(lengths[0])
+            data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+            return data.view(f"S{width}")
+        return np.array(array.to_pylist(), dtype=bytes) if len(array) else \
+            np.array([], dtype="S1")
     return array.to_numpy(zero_copy_only=False)

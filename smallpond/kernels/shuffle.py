@@ -27,8 +27,11 @@ from smallpond.kernels.sql import OUTPUT_NAME, clean_sql
 __all__ = ["run_shuffle", "DEST_COLUMN"]
 
 DEST_COLUMN = "__sp_dest"
-CHUNK_ROWS = 1 << 20
 CHUNK_BYTES = 128 << 20
+
+
+def _chunk_rows() -> int:
+    return int(os.environ.get("SMALLPOND_SHUFFLE_CHUNK_ROWS", 1 << 20))
 
 
 def _dest_expression(params: dict[str, Any]) -> str | None:
@@ -42,12 +45,14 @@ def _dest_expression(params: dict[str, Any]) -> str | None:
 
 
 def _chunks(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
+    """Batches gathered into chunks of about CHUNK_ROWS rows (or CHUNK_BYTES)."""
+    limit = _chunk_rows()
     pending, rows, size = [], 0, 0
     for batch in reader:
         pending.append(batch)
         rows += batch.num_rows
         size += batch.nbytes
-        if rows >= CHUNK_ROWS or size >= CHUNK_BYTES:
+        if rows >= limit or size >= CHUNK_BYTES:
             yield pa.Table.from_batches(pending, schema=reader.schema)
             pending, rows, size = [], 0, 0
     if pending:
@@ -79,6 +84,25 @@ def _range_dest(column: pa.ChunkedArray, bounds: np.ndarray, n: int) -> np.ndarr
     return np.searchsorted(bounds, keys, side="right").astype(np.int64)
 
 
+def _bucket_index(path: str, writes: list[tuple[int, int]]) -> dict[int, list[int]]:
+    """Row groups of each destination, read back from the footer.
+
+    The writer may split one write into several row groups (row or byte limits), so the groups
+    are matched to the writes by their row counts rather than counted.
+    """
+    metadata = pq.ParquetFile(path).metadata
+    buckets: dict[int, list[int]] = {}
+    group = 0
+    for dest, rows in writes:
+        while rows > 0:
+            rows -= metadata.row_group(group).num_rows
+            buckets.setdefault(dest, []).append(group)
+            group += 1
+        if rows < 0:
+            raise RuntimeError(f"row groups of {path} do not line up with the writes")
+    return buckets
+
+
 def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
                 ctx: TaskContext) -> list[dict]:
     method, n = params["method"], int(params["n"])
@@ -97,7 +121,7 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
         try:
             total = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0] \
                 if method == "rows" else 0
-            reader = con.sql(select).to_arrow_reader(65536)
+            reader = con.sql(select).to_arrow_reader(min(65536, _chunk_rows()))
         except duckdb.Error as error:
             raise SqlError(f"partition expression failed in stage {ctx.stage}: {error}\n"
                            f"SQL: {select}", sql=select) from error
@@ -105,8 +129,7 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
         if expression:
             schema = schema.remove(schema.get_field_index(DEST_COLUMN))
         path = os.path.join(ctx.output_dir, OUTPUT_NAME)
-        buckets: dict[int, list[int]] = {}
-        groups = 0
+        writes: list[tuple[int, int]] = []
         offset = 0
         rng = np.random.default_rng(int(params.get("seed", 0)) + ctx.partition)
         with pq.ParquetWriter(path, schema) as writer:
@@ -131,19 +154,19 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
                     order = np.argsort(dest, kind="stable")
                     sorted_dest = dest[order]
                     chunk = chunk.take(pa.array(order))
-                    bounds = np.flatnonzero(np.diff(sorted_dest)) + 1
-                    starts = np.concatenate([[0], bounds])
-                    ends = np.concatenate([bounds, [len(sorted_dest)]])
+                    cuts = np.flatnonzero(np.diff(sorted_dest)) + 1
+                    starts = np.concatenate([[0], cuts])
+                    ends = np.concatenate([cuts, [len(sorted_dest)]])
                     for start, end in zip(starts, ends):
                         if end <= start:
                             continue
                         writer.write_table(chunk.slice(start, end - start),
                                            row_group_size=end - start)
-                        buckets.setdefault(int(sorted_dest[start]), []).append(groups)
-                        groups += 1
+                        writes.append((int(sorted_dest[start]), int(end - start)))
             except duckdb.Error as error:
                 raise SqlError(f"partition expression failed in stage {ctx.stage}: {error}\n"
                                f"SQL: {select}", sql=select) from error
+        buckets = _bucket_index(path, writes)
         return [{"name": OUTPUT_NAME, "num_rows": offset,
                  "buckets": {k: tuple(v) for k, v in buckets.items()}}]
     finally:
