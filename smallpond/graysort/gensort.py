@@ -23,18 +23,31 @@ _MASKS = [
 _HEX = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
 
 
-def _top10(hi: np.ndarray, lo: np.ndarray, out: np.ndarray) -> None:
-    """Write the high 80 bits of each (hi, lo) value as 10 big-endian bytes into out (n, 10)."""
-    out[:, :8] = hi.astype(">u8").view(np.uint8).reshape(-1, 8)
-    out[:, 8:] = (lo >> np.uint64(48)).astype(">u2").view(np.uint8).reshape(-1, 2)
+def _top10_table(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The high 80 bits of each value as 10 big-endian bytes: shape (n, 10)."""
+    table = np.empty((len(hi), 10), dtype=np.uint8)
+    table[:, :8] = hi.astype(">u8").view(np.uint8).reshape(-1, 8)
+    table[:, 8:] = (lo >> np.uint64(48)).astype(">u2").view(np.uint8).reshape(-1, 2)
+    return table
+
+
+def _record_mask() -> np.ndarray:
+    """XOR mask of a whole record: 10 zero key bytes, then the masks' top 80 bits."""
+    raw = bytes(10) + b"".join(hi.to_bytes(8, "big") + lo.to_bytes(2, "big") for hi, lo in _MASKS)
+    return np.frombuffer(raw, dtype=np.uint8)
+
+
+_MASK = _record_mask()
 
 
 def _binary(hi: np.ndarray, lo: np.ndarray, count: int) -> np.ndarray:
+    # top10(U XOR M) == top10(U) XOR top10(M), and record i is top10 of U(i) .. U(i+9): a
+    # 100-byte window, stepping 10 bytes, over the table of top-10 bytes, XORed with one mask
+    table = _top10_table(hi, lo).ravel()
+    windows = np.lib.stride_tricks.as_strided(table, shape=(count, RECORD_SIZE),
+                                              strides=(10, 1), writeable=False)
     records = np.empty((count, RECORD_SIZE), dtype=np.uint8)
-    _top10(hi[:count], lo[:count], records[:, :10])
-    for j, (mask_hi, mask_lo) in enumerate(_MASKS, start=1):
-        _top10(hi[j:j + count] ^ np.uint64(mask_hi),
-               lo[j:j + count] ^ np.uint64(mask_lo << 48), records[:, 10 * j:10 * j + 10])
+    np.bitwise_xor(windows, _MASK, out=records)
     return records
 
 
