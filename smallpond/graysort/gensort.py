@@ -40,13 +40,13 @@ def _record_mask() -> np.ndarray:
 _MASK = _record_mask()
 
 
-def _binary(hi: np.ndarray, lo: np.ndarray, count: int) -> np.ndarray:
+def _binary(hi: np.ndarray, lo: np.ndarray, count: int, out: np.ndarray | None) -> np.ndarray:
     # top10(U XOR M) == top10(U) XOR top10(M), and record i is top10 of U(i) .. U(i+9): a
     # 100-byte window, stepping 10 bytes, over the table of top-10 bytes, XORed with one mask
     table = _top10_table(hi, lo).ravel()
     windows = np.lib.stride_tricks.as_strided(table, shape=(count, RECORD_SIZE),
                                               strides=(10, 1), writeable=False)
-    records = np.empty((count, RECORD_SIZE), dtype=np.uint8)
+    records = np.empty((count, RECORD_SIZE), dtype=np.uint8) if out is None else out
     np.bitwise_xor(windows, _MASK, out=records)
     return records
 
@@ -79,8 +79,12 @@ def _ascii(hi: np.ndarray, lo: np.ndarray, start: int, count: int) -> np.ndarray
     return records
 
 
-def generate_records(start: int, count: int, ascii: bool = False) -> np.ndarray:
-    """Records start .. start+count-1, byte for byte as gensort 1.5 writes them: (count, 100)."""
+def generate_records(start: int, count: int, ascii: bool = False,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Records start .. start+count-1, byte for byte as gensort 1.5 writes them: (count, 100).
+
+    Binary records are written into `out` (a (count, 100) uint8 array) when given.
+    """
     if start < 0 or count < 0:
         raise ValueError(f"start and count must be non-negative, got {start}, {count}")
     if count == 0:
@@ -89,7 +93,7 @@ def generate_records(start: int, count: int, ascii: bool = False) -> np.ndarray:
         hi, lo = stream(start + 1, count)
         return _ascii(hi, lo, start, count)
     hi, lo = stream(start + 1, count + 9)
-    return _binary(hi, lo, count)
+    return _binary(hi, lo, count, out)
 
 
 def iter_record_batches(start: int, count: int, batch_records: int = 1 << 20,

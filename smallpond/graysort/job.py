@@ -144,25 +144,47 @@ def _validate(sp: Session, files: list[str]):
 
 def run(output: str, records: int | None = None, input: str | None = None,
         partitions: int | None = None, session: Session | None = None, validate: bool = True,
-        **init_options) -> GraySortResult:
-    """Sort gensort records into `output`/part-NNNNN.dat and check them like valsort."""
+        engine: str = "records", **init_options) -> GraySortResult:
+    """Sort gensort records into `output`/part-NNNNN.dat and check them like valsort.
+
+    engine="records" runs the record pipeline (raw records between tasks, see pipeline.py);
+    engine="dataframe" runs the same sort through generic DataFrame operations (Parquet
+    intermediates, DuckDB); Parquet input always takes the DataFrame path.
+    """
+    from smallpond.graysort.pipeline import run_pipeline, source_ranges
     from smallpond.graysort.valsort import report_lines
 
+    if engine not in ("records", "dataframe"):
+        raise PlanError(f"engine must be 'records' or 'dataframe', got {engine!r}")
+    if (records is None) == (input is None):
+        raise PlanError("give exactly one of records= and input=")
+    if records is not None and records <= 0:
+        raise PlanError(f"records must be positive, got {records}")
     sp = session or smallpond.init(**init_options)
     try:
         partitions = partitions or sp.config.partitions or 2 * sp.config.num_executors
+        parquet = input is not None and all(
+            f.endswith(".parquet") for f in expand_paths(input, suffixes=(".dat", ".parquet")))
         phases: dict[str, float] = {}
         start = time.perf_counter()
-        source, count = input_dataframe(sp, partitions, records, input)
-        input_records, input_checksum = _sum_checksums(source) if validate else (count, None)
-        phases["input + checksum" if validate else "input"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        ordered = source.repartition(partitions, range_by="key").partial_sort("key")
-        dat = DataFrame(sp, KernelMap(ordered._node, "graysort.to_dat"))
-        parts = compute_many(sp, [dat])[0]
-        files = write_output(parts, output, "overwrite", sp.config.staging_dir, extension="dat")
-        phases["sort + write"] = time.perf_counter() - start
+        if engine == "records" and not parquet:
+            ranges, identities = source_ranges(records, input)
+            files, count, input_checksum = run_pipeline(sp, output, ranges, identities,
+                                                        partitions)
+            input_records = count
+            phases["sort + write"] = time.perf_counter() - start
+        else:
+            source, count = input_dataframe(sp, partitions, records, input)
+            input_records, input_checksum = _sum_checksums(source) if validate \
+                else (count, None)
+            phases["input + checksum" if validate else "input"] = time.perf_counter() - start
+            start = time.perf_counter()
+            ordered = source.repartition(partitions, range_by="key").partial_sort("key")
+            dat = DataFrame(sp, KernelMap(ordered._node, "graysort.to_dat"))
+            parts = compute_many(sp, [dat])[0]
+            files = write_output(parts, output, "overwrite", sp.config.staging_dir,
+                                 extension="dat")
+            phases["sort + write"] = time.perf_counter() - start
 
         result = GraySortResult(count, partitions, files, phases, input_checksum)
         if validate:

@@ -78,3 +78,5 @@ def run_summarize(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
 
 register_kernel("graysort.to_dat", run_to_dat)
 register_kernel("graysort.summarize", run_summarize)
+
+from smallpond.graysort import pipeline_kernels  # noqa: E402,F401  registers the pipeline

@@ -67,3 +67,23 @@ def test_bad_input_size_is_named(sp, tmp_path):
     with pytest.raises(InputError, match="bad.dat"):
         run(str(tmp_path / "out"), input=str(bad), session=sp)
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("engine", ["records", "dataframe"])
+def test_both_engines_agree(sp, tmp_path, engine):
+    out = str(tmp_path / engine)
+    result = run(out, records=5000, partitions=3, session=sp, engine=engine)
+    assert result.valid and len(result.output_files) == 3
+    data = b"".join(open(f, "rb").read() for f in result.output_files)
+    assert data == _sorted_bytes(generate_records(0, 5000))
+
+
+def test_pipeline_splits_ranges_evenly():
+    from smallpond.graysort.pipeline import plan_pipeline, split_ranges
+
+    ranges = [["dat", "/a", 0, 7], ["dat", "/b", 0, 5]]
+    groups = split_ranges(ranges, 3)
+    assert [sum(r[-1] for r in g) for g in groups] == [4, 4, 4]
+    assert groups[1] == [["dat", "/a", 4, 3], ["dat", "/b", 0, 1]]
+    graph, maps, reduces = plan_pipeline([["gen", 0, 100]], [], partitions=4, mappers=2)
+    assert len(maps) == 2 and len(reduces) == 4 and len(graph) == 7

@@ -140,3 +140,11 @@ def test_cli_valsort_rejects_bad_files(tmp_path):
     assert result.exit_code == 2 and "odd.dat" in result.stderr
     missing = runner.invoke(main, ["valsort", str(tmp_path / "missing.dat")])
     assert missing.exit_code == 2 and "missing.dat" in missing.stderr
+
+
+@given(st.binary(min_size=0, max_size=2000).map(lambda b: b[: len(b) // 100 * 100]))
+def test_numpy_checksum_path_equals_zlib(data):
+    from smallpond.graysort.checksum import record_crcs
+
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, 100)
+    assert [int(c) for c in record_crcs(records)] == [zlib.crc32(r.tobytes()) for r in records]
