@@ -29,6 +29,22 @@ def bench_core(gb: float, partitions: int | None, results_dir: str) -> None:
     click.echo(run_core_benchmark(gb, partitions, results_dir))
 
 
+@bench.command("graysort")
+@click.option("--gb", type=float, default=1.0, show_default=True)
+@click.option("--runners", default="local", show_default=True, help="comma-separated")
+@click.option("--peers", default="duckdb,polars,smallpond015", show_default=True)
+@click.option("--partitions", type=int, default=None)
+@click.option("--repeat", type=int, default=1, show_default=True)
+@click.option("--results-dir", default="benchmarks/results", show_default=True)
+def bench_graysort(gb, runners, peers, partitions, repeat, results_dir) -> None:
+    """GraySort vs DuckDB ORDER BY, Polars and smallpond 0.15 on the same input."""
+    from smallpond.bench.graysort import run_graysort_benchmark
+
+    click.echo(run_graysort_benchmark(gb, tuple(runners.split(",")),
+                                      tuple(p for p in peers.split(",") if p), partitions,
+                                      repeat, results_dir))
+
+
 def runner_options(function):
     """--runner, --ray-address, --data-root, --partitions: shared by job commands."""
     options = [

@@ -25,7 +25,7 @@ from smallpond.kernels.context import TaskContext
 
 __all__ = ["read_ranges", "run_bounds", "run_map", "run_reduce"]
 
-CHUNK = 1 << 20
+CHUNK = 1 << 18  # records per map chunk: bounds a mapper's memory, stays cache friendly
 SAMPLE_RUN = 16
 
 
