@@ -126,3 +126,30 @@ def test_shuffles_stream_in_many_chunks(tmp_path, monkeypatch):
         assert {r["k"]: r["c"] for r in hashed.take_all()} == expected
         in_order = df.repartition(4, by_rows=True).take_all()
         assert [r["v"] for r in in_order] == list(range(3000))
+
+
+def test_ctrl_c_cancels_running_tasks_and_session_stays_usable(local_sp):
+    import pytest
+
+    def slow(table: pa.Table) -> pa.Table:
+        time.sleep(5)
+        return table
+
+    calls = []
+
+    def interrupt(event):
+        calls.append(event)
+        if event.kind == "submitted" and len(calls) >= 2:
+            raise KeyboardInterrupt
+
+    local_sp._on_event = interrupt
+    df = local_sp.from_items(list(range(100))).repartition(4, by_rows=True).map_batches(slow)
+    started = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        df.count()
+    assert time.time() - started < 4  # did not wait for the sleeping tasks
+    del local_sp._on_event
+    staging = os.path.join(local_sp.config.data_root, "staging")
+    time.sleep(0.2)
+    assert [n for n in os.listdir(staging) if not n.startswith("write")] == []
+    assert local_sp.from_items([1, 2, 3]).count() == 3
