@@ -93,6 +93,20 @@ class Node:
         return hash(self.token)
 
 
+class OneInput(Node):
+    """A node that reads the partitions of one `source` node (by default, as many)."""
+
+    source: Node
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.source,)
+
+    @property
+    def num_partitions(self) -> int:
+        return self.source.num_partitions
+
+
 @dataclass(frozen=True, eq=False)
 class Scan(Node):
     """Files read as they are; each entry of `partitions` is one partition's file list."""
@@ -144,7 +158,7 @@ class SqlQuery(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class PythonMap(Node):
+class PythonMap(OneInput):
     """A Python function over rows (map, flat_map, filter) or Arrow tables (batches)."""
 
     source: Node
@@ -160,20 +174,12 @@ class PythonMap(Node):
         if self.batch_size is not None and self.batch_size <= 0:
             raise PlanError(f"batch_size must be positive, got {self.batch_size}")
 
-    @property
-    def inputs(self) -> tuple[Node, ...]:
-        return (self.source,)
-
-    @property
-    def num_partitions(self) -> int:
-        return self.source.num_partitions
-
     def describe(self) -> str:
         return f"python {self.kind}: {self.func_name}"
 
 
 @dataclass(frozen=True, eq=False)
-class Repartition(Node):
+class Repartition(OneInput):
     """Redistribute rows into `n` partitions by files, rows, hash, a key expression or at random."""
 
     source: Node
@@ -195,10 +201,6 @@ class Repartition(Node):
             raise PlanError(f"repartition {self.method} needs a column or SQL expression")
 
     @property
-    def inputs(self) -> tuple[Node, ...]:
-        return (self.source,)
-
-    @property
     def num_partitions(self) -> int:
         return self.n
 
@@ -209,7 +211,7 @@ class Repartition(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class Limit(Node):
+class Limit(OneInput):
     """The first `n` rows of the partitions concatenated in order: one partition."""
 
     source: Node
@@ -220,10 +222,6 @@ class Limit(Node):
             raise PlanError(f"limit must be a non-negative integer, got {self.n!r}")
 
     @property
-    def inputs(self) -> tuple[Node, ...]:
-        return (self.source,)
-
-    @property
     def num_partitions(self) -> int:
         return 1
 
@@ -232,7 +230,7 @@ class Limit(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class KernelMap(Node):
+class KernelMap(OneInput):
     """A registered kernel run on each partition (extensions: GraySort, connectors).
 
     `params` is a tuple of (name, value) pairs so that the node stays hashable.
@@ -241,14 +239,6 @@ class KernelMap(Node):
     source: Node
     kernel: str
     params: tuple[tuple[str, object], ...] = ()
-
-    @property
-    def inputs(self) -> tuple[Node, ...]:
-        return (self.source,)
-
-    @property
-    def num_partitions(self) -> int:
-        return self.source.num_partitions
 
     def describe(self) -> str:
         return f"kernel {self.kernel}"
