@@ -87,15 +87,22 @@ _SP015_SCRIPT = textwrap.dedent('''
     pq.write_table(pa.table({"key": key, "value": value}), os.path.join(work, "in", "r.parquet"))
     sp = smallpond.init(data_root=os.path.join(work, "root"))
     df = sp.read_parquet(os.path.join(work, "in", "*.parquet")).repartition(partitions)
-    # range partitioning on the first key byte (0.15 has no sampled range shuffle)
-    df = df.repartition(partitions, by=f"floor(get_byte(key, 0) * {partitions} / 256)::int")
-    df = df.partial_sort("key")
-    tables = [df.to_arrow()]
-    rec = tables[0]
+    # 0.15 has no sampled range shuffle: partition by the first key byte, a column it can use
+    first_byte = "('0x' || substr(hex(key), 1, 2))::INT"
+    df = df.map(f"key, value, ({first_byte} * {partitions} // 256)::INT AS bucket")
+    df = df.repartition(partitions, by="bucket").partial_sort("key")
+    result = df.to_arrow()
+
+    def fixed(column, width):
+        column = column.combine_chunks()
+        offsets = np.frombuffer(column.buffers()[1], np.int64)[
+            column.offset:column.offset + len(column) + 1]
+        data = np.frombuffer(column.buffers()[2], np.uint8)
+        return data[offsets[0]:offsets[-1]].reshape(-1, width)
+
     with open(os.path.join(output, "part-00000.dat"), "wb") as out:
-        k = np.frombuffer(b"".join(rec.column("key").to_pylist()), np.uint8).reshape(-1, 10)
-        v = np.frombuffer(b"".join(rec.column("value").to_pylist()), np.uint8).reshape(-1, 90)
-        out.write(np.hstack([k, v]).tobytes())
+        out.write(np.hstack([fixed(result.column("key"), 10),
+                             fixed(result.column("value"), 90)]).tobytes())
     print("elapsed", time.perf_counter() - start)
 ''')
 
