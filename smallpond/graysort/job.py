@@ -25,7 +25,7 @@ from smallpond.io.output import write_output
 from smallpond.logical.nodes import KernelMap, ReadOptions, Scan
 from smallpond.session import Session
 
-__all__ = ["GraySortResult", "run", "input_dataframe", "CHUNK_RECORDS"]
+__all__ = ["GraySortResult", "run", "input_dataframe", "auto_partitions", "CHUNK_RECORDS"]
 
 CHUNK_RECORDS = 1 << 20  # records per generated or read chunk: bounds a task's memory
 RECORD = 100
@@ -125,6 +125,13 @@ def input_dataframe(sp: Session, partitions: int, records: int | None = None,
     return source.map_batches(_read_chunk, batch_size=1), sum(i["count"] for i in items)
 
 
+def auto_partitions(records: int, workers: int, memory_per_task: int) -> int:
+    """Four partitions per worker (smaller sort buffers, better balance), more when a partition
+    would not fit a task's budget: a sort task holds its partition and its order, plus slack."""
+    per_partition = max(1, memory_per_task // (RECORD * 5 // 2))
+    return max(4 * workers, -(-records // per_partition))
+
+
 def _sum_checksums(df: DataFrame) -> tuple[int, int]:
     rows = df.map_batches(_checksum_chunk).take_all()
     return sum(r["records"] for r in rows), sum(int(r["checksum"], 16) for r in rows)
@@ -162,18 +169,20 @@ def run(output: str, records: int | None = None, input: str | None = None,
         raise PlanError(f"records must be positive, got {records}")
     sp = session or smallpond.init(**init_options)
     try:
-        partitions = partitions or sp.config.partitions or 2 * sp.config.num_executors
         parquet = input is not None and all(
             f.endswith(".parquet") for f in expand_paths(input, suffixes=(".dat", ".parquet")))
         phases: dict[str, float] = {}
         start = time.perf_counter()
         if engine == "records" and not parquet:
             ranges, identities = source_ranges(records, input)
+            partitions = partitions or sp.config.partitions or auto_partitions(
+                sum(r[-1] for r in ranges), sp.config.num_executors, sp.config.memory_per_task)
             files, count, input_checksum = run_pipeline(sp, output, ranges, identities,
                                                         partitions)
             input_records = count
             phases["sort + write"] = time.perf_counter() - start
         else:
+            partitions = partitions or sp.config.partitions or 2 * sp.config.num_executors
             source, count = input_dataframe(sp, partitions, records, input)
             input_records, input_checksum = _sum_checksums(source) if validate \
                 else (count, None)

@@ -87,3 +87,12 @@ def test_pipeline_splits_ranges_evenly():
     assert groups[1] == [["dat", "/a", 4, 3], ["dat", "/b", 0, 1]]
     graph, maps, reduces = plan_pipeline([["gen", 0, 100]], [], partitions=4, mappers=2)
     assert len(maps) == 2 and len(reduces) == 4 and len(graph) == 7
+
+
+def test_partitions_grow_when_data_outgrows_task_memory():
+    from smallpond.graysort.job import auto_partitions
+
+    assert auto_partitions(10_000_000, 2, 8 << 30) == 8  # 1 GB fits: four per worker
+    # 40 GB with 1 GiB per task: each partition at most ~430 MB (held twice while sorting)
+    parts = auto_partitions(400_000_000, 2, 1 << 30)
+    assert parts >= 94 and 400_000_000 * 100 / parts * 2.5 <= (1 << 30) * 1.01
