@@ -163,8 +163,10 @@ def run_graysort_benchmark(gigabytes: float = 1.0, runners: tuple[str, ...] = ("
     try:
         source = os.path.join(work, "input.dat")
         checksum = write_gensort_file(source, records)
+        # a fresh data_root per run: a reused one would resume the committed job, not sort
         systems = [(f"smallpond ({runner} runner)", lambda out, r=runner: smallpond_sort(
-            source, out, r, os.path.join(work, f"root-{r}"), partitions)) for runner in runners]
+            source, out, r, tempfile.mkdtemp(dir=work, prefix=f"root-{r}-"), partitions))
+            for runner in runners]
         known = {
             "duckdb": ("DuckDB ORDER BY (one process)", lambda out: duckdb_sort(source, out)),
             "polars": ("Polars sort", lambda out: polars_sort(source, out)),

@@ -14,11 +14,12 @@ import json
 import os
 from collections.abc import Sequence
 
-from smallpond.errors import InputError
+from smallpond.errors import InputError, IntegrityError
 from smallpond.graysort.records import RECORD_SIZE
 from smallpond.io.files import expand_paths, file_identity
 from smallpond.io.output import write_output
 from smallpond.planner.graph import Task, TaskGraph, TaskSlice, task_key
+from smallpond.runners.execute import load_committed
 from smallpond.session import Session
 
 __all__ = ["source_ranges", "split_ranges", "plan_pipeline", "run_pipeline"]
@@ -95,7 +96,12 @@ def run_pipeline(sp: Session, output: str, ranges: list[list], identities: list[
     files = write_output(parts, output, "overwrite", sp.config.staging_dir, extension="dat")
     records = checksum = 0
     for m in maps:
-        with open(os.path.join(outputs[m.key].directory, "meta.json")) as handle:
+        # a resumed job may reuse committed sort tasks and never need the mappers again
+        done = outputs.get(m.key) or load_committed(sp.config.data_root, m.key)
+        if done is None:
+            raise IntegrityError(f"the output of {m.describe()} is missing from "
+                                 f"{sp.config.tasks_dir}; run again with recompute")
+        with open(os.path.join(done.directory, "meta.json")) as handle:
             meta = json.load(handle)
         records += meta["records"]
         checksum += int(meta["checksum"], 16)

@@ -96,3 +96,12 @@ def test_partitions_grow_when_data_outgrows_task_memory():
     # 40 GB with 1 GiB per task: each partition at most ~430 MB (held twice while sorting)
     parts = auto_partitions(400_000_000, 2, 1 << 30)
     assert parts >= 94 and 400_000_000 * 100 / parts * 2.5 <= (1 << 30) * 1.01
+
+
+def test_rerun_resumes_from_committed_tasks(local_sp, tmp_path):
+    first = run(str(tmp_path / "a"), records=4000, partitions=2, session=local_sp)
+    mark = len(local_sp.events)
+    again = run(str(tmp_path / "b"), records=4000, partitions=2, session=local_sp)
+    assert again.valid and again.input_checksum == first.input_checksum
+    sorts = [e for e in local_sp.events[mark:] if e.stage == "graysort-sort"]
+    assert sorts and all(e.kind == "reused" for e in sorts)
