@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from smallpond.errors import InputError
+from smallpond.graysort import run
 from smallpond.graysort.gensort import generate_records, write_gensort_file
-from smallpond.graysort.job import run
 from smallpond.graysort.records import records_to_table
 from smallpond.graysort.valsort import summarize_file
 
