@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,26 +21,49 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-RUNNERS = [r.strip() for r in os.environ.get("SMALLPOND_TEST_RUNNERS", "local").split(",")
+RUNNERS = [r.strip() for r in os.environ.get("SMALLPOND_TEST_RUNNERS", "local,ray").split(",")
            if r.strip()]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ray_hypothesis: a hypothesis test run on the Ray runner")
+
+
+def _uses_ray(item) -> bool:
+    return ("[ray" in item.nodeid or "ray_address" in getattr(item, "fixturenames", ())
+            or item.get_closest_marker("ray_cluster") is not None)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     # examples per hypothesis test are fewer on Ray (task overhead is higher there)
     for item in items:
         if "[ray" in item.nodeid and hasattr(item.obj, "hypothesis"):
             item.add_marker(pytest.mark.ray_hypothesis)
+    # Ray-backed tests last (stable, after pytest's own grouping by fixture parameter): the
+    # embedded-runner tests run before the shared Ray instance starts (one that checks that
+    # Ray is not started by a local session included), and Ray starts once for the rest
+    items.sort(key=_uses_ray)
 
 
 @pytest.fixture(scope="session")
-def ray_address(tmp_path_factory):
-    """One local Ray instance for the whole test run (not one per test)."""
+def ray_address():
+    """One local Ray instance for the whole test run (not one per test), as in 0.15's suite.
+
+    Sessions get its GCS address; since Ray is initialized in this process they reuse it.
+    """
     ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    yield "auto"
-    ray.shutdown()
+    temp_dir = None
+    started = not ray.is_initialized()
+    if started:
+        # Ray's unix socket paths must stay short (~107 chars): not under pytest's tmp_path
+        temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=temp_dir)
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=RUNNERS)
