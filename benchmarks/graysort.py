@@ -10,7 +10,7 @@ from smallpond.bench.graysort import run_graysort_benchmark
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--gb", type=float, default=1.0)
-    parser.add_argument("--runners", default="local")
+    parser.add_argument("--runners", default="local,ray")
     parser.add_argument("--peers", default="duckdb,polars,smallpond015")
     parser.add_argument("--partitions", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=1)

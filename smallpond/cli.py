@@ -31,7 +31,7 @@ def bench_core(gb: float, partitions: int | None, results_dir: str) -> None:
 
 @bench.command("graysort")
 @click.option("--gb", type=float, default=1.0, show_default=True)
-@click.option("--runners", default="local", show_default=True, help="comma-separated")
+@click.option("--runners", default="local,ray", show_default=True, help="comma-separated")
 @click.option("--peers", default="duckdb,polars,smallpond015", show_default=True)
 @click.option("--partitions", type=int, default=None)
 @click.option("--repeat", type=int, default=1, show_default=True)
@@ -43,6 +43,22 @@ def bench_graysort(gb, runners, peers, partitions, repeat, results_dir) -> None:
     click.echo(run_graysort_benchmark(gb, tuple(runners.split(",")),
                                       tuple(p for p in peers.split(",") if p), partitions,
                                       repeat, results_dir))
+
+
+@bench.command("runners")
+@click.option("--gb", type=float, default=1.0, show_default=True, help="input size")
+@click.option("--partitions", type=int, default=None, help="shuffle partitions")
+@click.option("--runners", default="local,ray", show_default=True, help="comma-separated")
+@click.option("--sort", "sort_method", type=click.Choice(["range", "hash"]), default="range",
+              show_default=True, help="repartition before partial_sort")
+@click.option("--repeat", type=int, default=10, show_default=True, help="trivial-job runs")
+@click.option("--results-dir", default="benchmarks/results", show_default=True)
+def bench_runners(gb, partitions, runners, sort_method, repeat, results_dir) -> None:
+    """The embedded runner vs the Ray runner: aggregate, sort, task overhead."""
+    from smallpond.bench.runners import run_runners_benchmark
+
+    click.echo(run_runners_benchmark(gb, partitions, results_dir, repeat,
+                                     tuple(r for r in runners.split(",") if r), sort_method))
 
 
 def runner_options(function):

@@ -29,12 +29,14 @@ def make_hash_input(folder: str, gigabytes: float, files: int = 8) -> str:
     os.makedirs(folder, exist_ok=True)
     rows = int(gigabytes * 1e9 / ROW_BYTES)
     con = duckdb.connect()
+    con.execute("SELECT setseed(0.42)")  # v is random (a sort key without ties), yet repeatable
     for i in range(files):
         lo, hi = i * rows // files, (i + 1) * rows // files
         path = os.path.join(folder, f"part-{i:03d}.parquet").replace("'", "''")
         con.execute(
-            f"COPY (SELECT range AS id, hash(range) % 100000 AS k, (range % 1000) * 0.5 AS v, "
+            f"COPY (SELECT range AS id, hash(range) % 100000 AS k, random() AS v, "
             f"repeat('x', 80) AS pad FROM range({lo}, {hi})) TO '{path}' (FORMAT parquet)")
+    con.close()
     return folder
 
 
