@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -37,6 +37,7 @@ class Session:
         self._runner: Runner | None = None
         self._last_graph = None
         self.events: list[TaskEvent] = []
+        self._listeners: list[Callable[[TaskEvent], None]] = []
         self._closed = False
         if config.runner == "local":
             self._get_runner()  # start warm workers now, while the user builds the plan
@@ -60,6 +61,17 @@ class Session:
 
     def _on_event(self, event: TaskEvent) -> None:
         self.events.append(event)
+        for listener in list(self._listeners):
+            listener(event)
+
+    def on_event(self, listener: Callable[[TaskEvent], None]) -> Callable[[], None]:
+        """Call `listener` with every TaskEvent (submitted, finished, reused, retried, failed).
+
+        Events arrive on the driver in the order the runner saw them, the same on every
+        runner. Returns a function that removes the listener.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     # -- sources ----------------------------------------------------------------------------
     def _scan(self, paths, options: ReadOptions, recursive: bool = False,

@@ -205,3 +205,27 @@ def test_explain_shows_partitions(sp):
     text = agg.explain()
     assert "== logical plan ==" in text and "== physical plan ==" in text
     assert "tasks=4" in text
+
+
+def test_progress_events_reach_listeners_with_rows_and_bytes(sp):
+    seen = []
+    remove = sp.on_event(seen.append)
+    try:
+        df = sp.from_items(list(range(300))).repartition(3, by_rows=True)
+        out = sp.partial_sql("SELECT item * 2 AS x FROM {0}", df).recompute()
+        assert out.count() == 300
+    finally:
+        remove()
+    finished = [e for e in seen if e.kind == "finished"]
+    submitted = [e for e in seen if e.kind == "submitted"]
+    assert len(finished) == len(submitted) >= 3
+    sql_tasks = [e for e in finished if e.stage.startswith("partial_sql")]
+    assert sorted(e.partition for e in sql_tasks) == [0, 1, 2]
+    assert sum(e.rows for e in sql_tasks) == 300
+    assert all(e.bytes > 0 and e.elapsed > 0 for e in sql_tasks)
+    # every task is submitted before it finishes
+    order = {(e.kind, e.key): i for i, e in enumerate(seen)}
+    assert all(order[("submitted", e.key)] < order[("finished", e.key)] for e in finished)
+    count_before = len(seen)
+    sp.from_items([1]).count()
+    assert len(seen) == count_before  # removed listeners hear nothing more
