@@ -26,17 +26,52 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# One in-memory database per worker process, reused by the tasks it runs one after another:
+# opening a database costs 20-30 ms, a new connection (cursor) to an open one well under 1 ms.
+# Each task gets its own connection (its temp tables and views die with it) and its own limits.
+_database: duckdb.DuckDBPyConnection | None = None
+
+_LEFTOVER_OBJECTS = (  # what a task's SQL could leave behind in the shared catalog
+    "SELECT (SELECT count(*) FROM duckdb_tables() WHERE NOT temporary)"
+    " + (SELECT count(*) FROM duckdb_views() WHERE NOT internal AND NOT temporary"
+    "    AND NOT starts_with(view_name, '__sp_input_'))"
+    " + (SELECT count(*) FROM duckdb_databases() WHERE NOT internal AND database_name <> 'memory')"
+)
+
+
 def connect(ctx: TaskContext) -> duckdb.DuckDBPyConnection:
-    """A private in-memory DuckDB with the task's memory limit, spill folder and threads."""
+    """A DuckDB connection bounded by the task's memory limit, spill folder and threads."""
+    global _database
     os.makedirs(ctx.spill_dir, exist_ok=True)
-    con = duckdb.connect(":memory:", config={
-        "memory_limit": f"{max(64, ctx.memory_limit >> 20)}MB",
-        "temp_directory": ctx.spill_dir,
-        "threads": max(1, ctx.threads),
-        "preserve_insertion_order": True,
-    })
+    if _database is not None and not _reusable(_database, ctx.spill_dir):
+        _database.close()
+        _database = None
+    if _database is None:
+        _database = duckdb.connect(":memory:", config={"temp_directory": ctx.spill_dir})
+    con = _database.cursor()
+    con.execute(f"SET memory_limit = '{max(64, ctx.memory_limit >> 20)}MB'")
+    con.execute(f"SET threads = {max(1, ctx.threads)}")
+    con.execute("SET preserve_insertion_order = true")
+    con.execute("RESET arrow_large_buffer_size")
     con.execute("SET enable_progress_bar = false")  # workers have no terminal to draw on
     return con
+
+
+def _reusable(database: duckdb.DuckDBPyConnection, spill_dir: str) -> bool:
+    """Whether the open database can serve the next task: its catalog holds nothing but our
+    input views (dropped here), and it can switch to the task's spill folder (DuckDB refuses
+    once one was used)."""
+    try:
+        if database.execute(_LEFTOVER_OBJECTS).fetchone()[0]:
+            return False
+        views = database.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND "
+                                 "starts_with(view_name, '__sp_input_')").fetchall()
+        for (view,) in views:
+            database.execute(f"DROP VIEW IF EXISTS {_quote_ident(view)}")
+        database.execute(f"SET temp_directory = {sql_literal(spill_dir)}")
+    except duckdb.Error:
+        return False
+    return True
 
 
 def _register_filesystems(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> None:
