@@ -61,6 +61,17 @@ def bench_runners(gb, partitions, runners, sort_method, repeat, results_dir) -> 
                                      tuple(r for r in runners.split(",") if r), sort_method))
 
 
+@bench.command("graysort-profile")
+@click.option("--gb", type=float, default=1.0, show_default=True)
+@click.option("--partitions", type=int, default=None)
+@click.option("--results-dir", default="benchmarks/results", show_default=True)
+def bench_graysort_profile(gb, partitions, results_dir) -> None:
+    """Where GraySort's time goes: stage task times and a profile of a map and a sort task."""
+    from smallpond.bench.graysort_profile import run_graysort_profile
+
+    click.echo(run_graysort_profile(gb, partitions, results_dir))
+
+
 def runner_options(function):
     """--runner, --ray-address, --data-root, --partitions: shared by job commands."""
     options = [
