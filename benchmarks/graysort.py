@@ -14,7 +14,8 @@ if __name__ == "__main__":
     parser.add_argument("--peers", default="duckdb,polars,smallpond015")
     parser.add_argument("--partitions", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--results-dir", default="benchmarks/results")
     args = parser.parse_args()
     print(run_graysort_benchmark(args.gb, tuple(args.runners.split(",")),
                                  tuple(p for p in args.peers.split(",") if p),
-                                 args.partitions, args.repeat))
+                                 args.partitions, args.repeat, args.results_dir))
