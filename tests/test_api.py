@@ -229,3 +229,29 @@ def test_progress_events_reach_listeners_with_rows_and_bytes(sp):
     count_before = len(seen)
     sp.from_items([1]).count()
     assert len(seen) == count_before  # removed listeners hear nothing more
+
+
+def test_a_partition_moves_on_before_its_stage_finishes(sp):
+    """Tasks start as soon as their own inputs committed, not stage by stage."""
+
+    def slow_on_partition_one(table):
+        import time
+
+        if table.num_rows and min(table.column("item").to_pylist()) >= 100:
+            time.sleep(4.0)  # long enough for partition 0 to finish on a loaded machine
+        return table
+
+    seen = []
+    remove = sp.on_event(seen.append)
+    try:
+        df = sp.from_items(list(range(200))).repartition(2, by_rows=True)
+        mapped = df.map_batches(slow_on_partition_one)
+        out = sp.partial_sql("SELECT item + 1 AS x FROM {0}", mapped).recompute()
+        assert sorted(r["x"] for r in out.take_all()) == list(range(1, 201))
+    finally:
+        remove()
+    stages = list(dict.fromkeys(e.stage for e in seen if e.kind == "submitted"))
+    slow_stage, next_stage = stages[-2], stages[-1]
+    at = {(e.kind, e.stage, e.partition): i for i, e in enumerate(seen)}
+    assert slow_stage.startswith("batches") and next_stage.startswith("partial_sql"), stages
+    assert at[("submitted", next_stage, 0)] < at[("finished", slow_stage, 1)], stages
