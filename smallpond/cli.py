@@ -92,17 +92,21 @@ def runner_options(function):
               help=".dat file, folder or glob, or Parquet with key/value columns")
 @click.option("--output", required=True, help="output folder for part-NNNNN.dat")
 @click.option("--no-validate", is_flag=True, help="skip checksums and valsort")
+@click.option("--engine", type=click.Choice(["records", "dataframe"]), default="records",
+              show_default=True,
+              help="records: raw records between tasks; dataframe: generic DataFrame "
+                   "operations (Parquet intermediates, DuckDB sort)")
 @runner_options
-def graysort_command(records, input_path, output, no_validate, runner, ray_address, data_root,
-                     partitions) -> None:
+def graysort_command(records, input_path, output, no_validate, engine, runner, ray_address,
+                     data_root, partitions) -> None:
     """Sort gensort records with sampled range partitioning, then validate like valsort."""
     from smallpond.graysort.job import run
 
     if (records is None) == (input_path is None):
         raise click.UsageError("give exactly one of --records and --input")
     result = run(output, records=records, input=input_path, partitions=partitions,
-                 validate=not no_validate, runner=runner, ray_address=ray_address,
-                 data_root=data_root)
+                 validate=not no_validate, engine=engine, runner=runner,
+                 ray_address=ray_address, data_root=data_root)
     for line in result.lines():
         click.echo(line)
     if not no_validate and not result.valid:
