@@ -15,6 +15,7 @@ import textwrap
 import time
 
 import numpy as np
+import psutil
 import pyarrow as pa
 
 from smallpond.bench.common import PeakMemory, machine_info, markdown_table, write_report
@@ -37,30 +38,39 @@ def _arrow_records(path: str) -> pa.Table:
 
 
 def _write_record_column(column, path: str) -> None:
-    """Write a column of 100-byte values as they lie in Arrow memory (no cast, no copy)."""
-    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    if pa.types.is_fixed_size_binary(column.type):
-        data = memoryview(column.buffers()[1])[column.offset * 100:
-                                               (column.offset + len(column)) * 100]
-    else:
-        if pa.types.is_binary_view(column.type):
-            column = column.cast(pa.large_binary())
-        width = np.int64 if pa.types.is_large_binary(column.type) else np.int32
-        offsets = np.frombuffer(column.buffers()[1], dtype=width)[
-            column.offset:column.offset + len(column) + 1]
-        data = memoryview(column.buffers()[2])[int(offsets[0]):int(offsets[-1])]
+    """Write a column of 100-byte values as they lie in Arrow memory (no cast, no copy),
+    chunk by chunk (one chunk of a >2 GiB binary column cannot hold 32-bit offsets)."""
+    chunks = column.chunks if hasattr(column, "chunks") else [column]
     with open(path, "wb") as out:
-        out.write(data)
+        for chunk in chunks:
+            out.write(_record_bytes(chunk))
+
+
+def _record_bytes(chunk) -> memoryview:
+    if pa.types.is_fixed_size_binary(chunk.type):
+        return memoryview(chunk.buffers()[1])[chunk.offset * 100:
+                                              (chunk.offset + len(chunk)) * 100]
+    if pa.types.is_binary_view(chunk.type):
+        chunk = chunk.cast(pa.large_binary())
+    width = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+    offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[
+        chunk.offset:chunk.offset + len(chunk) + 1]
+    return memoryview(chunk.buffers()[2])[int(offsets[0]):int(offsets[-1])]
 
 
 def duckdb_sort(source: str, output: str) -> None:
     import duckdb
 
     table = _arrow_records(source)
-    con = duckdb.connect()
+    # a limit that leaves room for the Arrow input and result beside it (default: 80% of RAM)
+    con = duckdb.connect(config={
+        "memory_limit": f"{int(psutil.virtual_memory().total * 0.45) >> 20}MB",
+        "temp_directory": os.path.join(output, ".duckdb-spill")})
     con.register("t", table)
     result = con.sql("SELECT record FROM t ORDER BY key").to_arrow_table()
+    con.close()
     _write_record_column(result.column("record"), os.path.join(output, "part-00000.dat"))
+    shutil.rmtree(os.path.join(output, ".duckdb-spill"), ignore_errors=True)
 
 
 def polars_sort(source: str, output: str) -> None:
@@ -222,6 +232,7 @@ def run_graysort_benchmark(gigabytes: float = 1.0, runners: tuple[str, ...] = ("
                         seconds, startup = own_clock["seconds"], own_clock["startup"]
                     if session is not None:
                         session.shutdown()
+                        shutil.rmtree(session.config.data_root, ignore_errors=True)
                 status = error or _validate(output, records, checksum)
                 results.append({"system": name, "attempt": attempt, "seconds": seconds,
                                 "startup": startup, "peak_bytes": memory.peak,
