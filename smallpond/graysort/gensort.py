@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from smallpond.graysort.checksum import checksum_records
 from smallpond.graysort.lcg import stream
 from smallpond.graysort.records import RECORD_SIZE, records_to_table
 
@@ -107,6 +106,8 @@ def iter_record_batches(start: int, count: int, batch_records: int = 1 << 20,
 def write_gensort_file(path: str, count: int, start: int = 0, ascii: bool = False,
                        batch_records: int = 1 << 20) -> int:
     """Write a gensort file in bounded memory (temporary name, then rename); return checksum."""
+    from smallpond.graysort.checksum import checksum_records  # numba: imported when needed
+
     temporary = f"{path}.tmp-{os.getpid()}"
     total = 0
     try:

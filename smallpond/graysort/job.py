@@ -178,7 +178,7 @@ def run(output: str, records: int | None = None, input: str | None = None,
             partitions = partitions or sp.config.partitions or auto_partitions(
                 sum(r[-1] for r in ranges), sp.config.num_executors, sp.config.memory_per_task)
             files, count, input_checksum = run_pipeline(sp, output, ranges, identities,
-                                                        partitions)
+                                                        partitions, checksum=validate)
             input_records = count
             phases["sort + write"] = time.perf_counter() - start
         else:

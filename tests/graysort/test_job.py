@@ -105,3 +105,11 @@ def test_rerun_resumes_from_committed_tasks(local_sp, tmp_path):
     assert again.valid and again.input_checksum == first.input_checksum
     sorts = [e for e in local_sp.events[mark:] if e.stage == "graysort-sort"]
     assert sorts and all(e.kind == "reused" for e in sorts)
+
+
+def test_without_validation_mappers_skip_the_checksum(local_sp, tmp_path):
+    out = tmp_path / "out"
+    result = run(str(out), records=7000, partitions=2, session=local_sp, validate=False)
+    assert result.input_checksum is None and result.records == 7000
+    data = b"".join((out / f"part-{i:05d}.dat").read_bytes() for i in range(2))
+    assert data == _sorted_bytes(generate_records(0, 7000))
