@@ -289,3 +289,25 @@ def test_memory_request_is_capped_at_the_smallest_node(ray_address, tmp_path):
         assert session.from_items([1, 2, 3]).count() == 3  # still schedulable
     finally:
         session.shutdown()
+
+
+def test_a_ray_client_connection_is_tried_again(monkeypatch):
+    """`ray://` connections retry a failed start of the client server; others do not."""
+    from smallpond.runners import ray as ray_runner
+
+    calls = []
+
+    def flaky_init(address=None, **kwargs):
+        calls.append(address)
+        if len(calls) == 1:
+            raise ConnectionAbortedError("Starting Ray client server failed")
+
+    monkeypatch.setattr(ray_runner.ray, "init", flaky_init)
+    monkeypatch.setattr(ray_runner.ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray_runner.time, "sleep", lambda seconds: None)
+    ray_runner._init_ray("ray://head:10001", {})
+    assert calls == ["ray://head:10001"] * 2
+    calls.clear()
+    with pytest.raises(ConnectionAbortedError):
+        ray_runner._init_ray("head:6379", {})
+    assert calls == ["head:6379"]

@@ -70,6 +70,7 @@ SYSTEM_ERRORS: tuple[type[BaseException], ...] = tuple(
 _CLUSTER_TTL = 2.0  # seconds a view of the cluster's nodes and CPUs is reused
 _SUSPECT_TTL = 120.0  # seconds a node that lost a task is avoided while Ray still lists it
 _NODE_ID = re.compile(r"node ID: ([0-9a-f]{16,})", re.IGNORECASE)
+_CLIENT_ATTEMPTS = 3  # connections tried for a ray:// address
 _CANCEL_GRACE = 5.0  # seconds to let force-cancelled tasks die before cleaning their staging
 
 
@@ -111,13 +112,13 @@ class RayRunner(Runner):
             if num_cpus:
                 kwargs["num_cpus"] = int(num_cpus)
         try:
-            ray.init(address=address, **kwargs)
+            _init_ray(address, kwargs)
         except ValueError:
             if "num_cpus" not in kwargs:
                 raise
             # `address=None` found a running cluster (RAY_ADDRESS): it has its own CPUs
             kwargs.pop("num_cpus")
-            ray.init(address=address, **kwargs)
+            _init_ray(address, kwargs)
         self._owns_ray = True
 
     # -- cluster view -------------------------------------------------------------------------
@@ -274,6 +275,27 @@ class RayRunner(Runner):
     def task_nodes(self) -> dict[str, str]:
         """Task key -> id of the Ray node that ran it (tasks run by this runner)."""
         return {key: node for key, (node, _) in self._where.items()}
+
+
+def _init_ray(address: str | None, kwargs: dict[str, Any]) -> None:
+    """ray.init, with retries for a Ray Client address: the client server starts a server
+    process per connection, and that start sometimes fails (seen in our multi-node tests:
+    "Starting Ray client server failed") where a second try succeeds."""
+    attempts = _CLIENT_ATTEMPTS if (address or "").startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, **kwargs)
+            return
+        except ConnectionError as error:
+            if attempt == attempts:
+                raise
+            logger.warning("connecting to %s failed (%s); trying again", address,
+                           _first_line(error))
+            try:
+                ray.shutdown()
+            except Exception:  # nothing was connected
+                pass
+            time.sleep(attempt)
 
 
 def _soft_affinity(node: str) -> NodeAffinitySchedulingStrategy:
