@@ -79,3 +79,23 @@ def test_a_task_that_spilled_gets_a_fresh_database_with_its_own_spill_folder(con
     assert duck._database is not database
     assert _setting(con, "temp_directory") == after.spill_dir
     con.close()
+
+
+def test_input_views_die_with_the_task_connection(context, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from smallpond.io.files import FileSlice
+
+    path = str(tmp_path / "in.parquet")
+    pq.write_table(pa.table({"a": [1, 2, 3]}), path)
+    con = duck.connect(context())
+    names = duck.register_inputs(con, [[FileSlice(path)]], [{}])
+    assert con.execute(f"SELECT sum(a) FROM {names[0]}").fetchone()[0] == 6
+    database = duck._database
+    con.close()
+    assert database.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal"
+                            ).fetchone()[0] == 0
+    con = duck.connect(context())
+    assert duck._database is database  # nothing was left behind: the database is reused
+    con.close()

@@ -33,8 +33,7 @@ _database: duckdb.DuckDBPyConnection | None = None
 
 _LEFTOVER_OBJECTS = (  # what a task's SQL could leave behind in the shared catalog
     "SELECT (SELECT count(*) FROM duckdb_tables() WHERE NOT temporary)"
-    " + (SELECT count(*) FROM duckdb_views() WHERE NOT internal AND NOT temporary"
-    "    AND NOT starts_with(view_name, '__sp_input_'))"
+    " + (SELECT count(*) FROM duckdb_views() WHERE NOT internal AND NOT temporary)"
     " + (SELECT count(*) FROM duckdb_databases() WHERE NOT internal AND database_name <> 'memory')"
 )
 
@@ -58,16 +57,11 @@ def connect(ctx: TaskContext) -> duckdb.DuckDBPyConnection:
 
 
 def _reusable(database: duckdb.DuckDBPyConnection, spill_dir: str) -> bool:
-    """Whether the open database can serve the next task: its catalog holds nothing but our
-    input views (dropped here), and it can switch to the task's spill folder (DuckDB refuses
-    once one was used)."""
+    """Whether the open database can serve the next task: its catalog is as it was created,
+    and it can switch to the task's spill folder (DuckDB refuses once one was used)."""
     try:
         if database.execute(_LEFTOVER_OBJECTS).fetchone()[0]:
             return False
-        views = database.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND "
-                                 "starts_with(view_name, '__sp_input_')").fetchall()
-        for (view,) in views:
-            database.execute(f"DROP VIEW IF EXISTS {_quote_ident(view)}")
         database.execute(f"SET temp_directory = {sql_literal(spill_dir)}")
     except duckdb.Error:
         return False
@@ -94,7 +88,9 @@ def register_inputs(con: duckdb.DuckDBPyConnection, inputs: Sequence[Sequence[Fi
         name = input_name(index)
         _register_filesystems(con, [s.path for s in slices])
         relation = _relation(con, slices, options, name)
-        relation.create_view(name, replace=True)
+        # a temporary view dies with the task's connection (relation.create_view would
+        # leave a view in the database that the worker's next task shares)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {relation.sql_query()}")
         names.append(name)
     return names
 
