@@ -30,6 +30,7 @@ from smallpond.bench.core import AGG_SQL, make_hash_input
 
 __all__ = ["run_runners_benchmark"]
 
+
 def _session(runner: str, root: str, workers: int):
     if runner == "ray":
         # a Ray of our own (children of this process, so their memory is counted)
