@@ -6,6 +6,7 @@ This is the only code a worker runs; both runners call `execute_task`.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import time
 import traceback
@@ -56,6 +57,17 @@ def load_committed(data_root: str, key: str) -> TaskOutput | None:
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
     return TaskOutput.from_json(data, directory, reused=True)
+
+
+ATTEMPT_FOLDERS = ("staging", "spill")  # what execute_task makes per attempt: `<key>.<id>`
+
+
+def remove_attempt_leftovers(data_root: str, key: str) -> None:
+    """Remove the staging and spill folders of a task's attempts whose process died before
+    cleaning up (never a committed output: those live under tasks/)."""
+    for folder in ATTEMPT_FOLDERS:
+        for leftover in glob.glob(os.path.join(data_root, folder, f"{glob.escape(key)}.*")):
+            remove_tree(leftover)
 
 
 def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],

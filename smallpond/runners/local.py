@@ -7,7 +7,6 @@ re-queued by the scheduling loop. Workers die with the driver (parent-death sign
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
 import pickle
@@ -18,11 +17,10 @@ from collections.abc import Iterable
 from multiprocessing.connection import Connection, wait
 
 from smallpond.config import Config
-from smallpond.io.commit import remove_tree
 from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskOutput
 from smallpond.runners.base import Runner, WorkerLost
-from smallpond.runners.execute import ExecSettings
+from smallpond.runners.execute import ExecSettings, remove_attempt_leftovers
 
 __all__ = ["LocalRunner"]
 
@@ -131,8 +129,7 @@ class LocalRunner(Runner):
         task = worker.task
         worker.kill()
         if task is not None:
-            for leftover in glob.glob(os.path.join(self.config.data_root, "*", f"{task.key}.*")):
-                remove_tree(leftover)
+            remove_attempt_leftovers(self.config.data_root, task.key)
 
     def cancel(self, handles: Iterable[int]) -> None:
         for handle in list(handles):

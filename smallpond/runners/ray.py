@@ -19,10 +19,8 @@ else when that node is busy or gone.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import itertools
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable
@@ -34,11 +32,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from smallpond.config import Config
 from smallpond.errors import SmallpondError, TaskError
-from smallpond.io.commit import remove_tree
 from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskOutput, TaskSlice
 from smallpond.runners.base import Runner, WorkerLost
-from smallpond.runners.execute import ExecSettings, execute_task
+from smallpond.runners.execute import ExecSettings, execute_task, remove_attempt_leftovers
 
 __all__ = ["RayRunner", "smallpond_task"]
 
@@ -252,13 +249,8 @@ class RayRunner(Runner):
             self._clean_leftovers(self._running.pop(ref, None))
 
     def _clean_leftovers(self, task: Task | None) -> None:
-        """Staging and spill folders of an attempt whose worker died (never committed ones)."""
-        if task is None:
-            return
-        for folder in ("staging", "spill"):
-            for leftover in glob.glob(os.path.join(self.config.data_root, folder,
-                                                   f"{glob.escape(task.key)}.*")):
-                remove_tree(leftover)
+        if task is not None:
+            remove_attempt_leftovers(self.config.data_root, task.key)
 
     def shutdown(self) -> None:
         if self._running:  # normally empty: the loop cancels what it started
