@@ -17,6 +17,7 @@ __all__ = [
     "ResourceError",
     "OutOfMemoryError",
     "DiskFullError",
+    "OutputError",
     "OutputExistsError",
     "IntegrityError",
 ]
@@ -107,7 +108,15 @@ class DiskFullError(ResourceError):
         self.mount = mount
 
 
-class OutputExistsError(SmallpondError):
+class OutputError(SmallpondError):
+    """An output path cannot be written: unwritable, or it overlaps an input or the data_root."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+class OutputExistsError(OutputError):
     """The output path already holds files and mode='error'."""
 
 

@@ -130,13 +130,18 @@ class Scan(Node):
 
 @dataclass(frozen=True, eq=False)
 class SqlQuery(Node):
-    """Per-partition DuckDB SQL; `{k}` is partition i of input k. `ordered` blocks fusion."""
+    """Per-partition DuckDB SQL; `{k}` is partition i of input k. `ordered` blocks fusion.
+
+    `copartitioned` says the producer guarantees that partition i of every input holds the rows
+    that belong together (e.g. both sides hash-shuffled on the join keys, or a broadcast input).
+    """
 
     sources: tuple[Node, ...]
     sql: str
     name: str = "sql"
     udfs: bytes | None = None
     ordered: bool = False
+    copartitioned: bool = False
 
     def __post_init__(self):
         counts = {s.num_partitions for s in self.sources}
