@@ -11,9 +11,11 @@ from pathlib import Path
 
 from smallpond.errors import ConfigError
 
-__all__ = ["Config", "resolve_config"]
+__all__ = ["Config", "resolve_config", "check_partitions", "MAX_PARTITIONS"]
 
 RUNNERS = ("local", "ray")
+MAX_PARTITIONS = 100_000  # beyond this, planning and scheduling cost more than they save
+VERIFY_LEVELS = ("checksum", "stat")  # how reused task outputs are checked before use
 DEFAULT_DATA_ROOT = "~/.smallpond/data"
 
 
@@ -30,15 +32,13 @@ class Config:
     max_retries: int = 2
     job_id: str | None = None
     job_name: str | None = None
+    verify: str = "checksum"
+    scratch_dir: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
     def tasks_dir(self) -> str:
         return os.path.join(self.data_root, "tasks")
-
-    @property
-    def staging_dir(self) -> str:
-        return os.path.join(self.data_root, "staging")
 
     @property
     def sources_dir(self) -> str:
@@ -47,10 +47,6 @@ class Config:
     @property
     def runs_dir(self) -> str:
         return os.path.join(self.data_root, "runs")
-
-    @property
-    def spill_dir(self) -> str:
-        return os.path.join(self.data_root, "spill")
 
     def with_(self, **changes) -> Config:
         return replace(self, **changes)
@@ -76,6 +72,18 @@ def _int(value, name: str) -> int | None:
     return number
 
 
+def check_partitions(value, what: str = "partitions") -> int:
+    """A partition count: a positive integer no larger than MAX_PARTITIONS."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise ConfigError(f"{what} must be a positive integer, got {value}")
+    if value > MAX_PARTITIONS:
+        raise ConfigError(f"{what} is {value}, more than the {MAX_PARTITIONS} smallpond "
+                          "supports; fewer, larger partitions run faster")
+    return value
+
+
 def _parse_bytes(value, name: str) -> int | None:
     if value is None or isinstance(value, int):
         return value
@@ -87,6 +95,13 @@ def _parse_bytes(value, name: str) -> int | None:
         return int(text)
     except ValueError:
         raise ConfigError(f"{name} must be a byte size like '2GB', got {value!r}") from None
+
+
+def _partitions(value) -> int | None:
+    if value is None:
+        value = _int(_env("PARTITIONS"), "SMALLPOND_PARTITIONS")
+        return None if value is None else check_partitions(value, "SMALLPOND_PARTITIONS")
+    return check_partitions(value)
 
 
 def _available_memory() -> int:
@@ -108,6 +123,7 @@ def resolve_config(
     max_retries: int | None = None,
     job_id: str | None = None,
     job_name: str | None = None,
+    verify: str | None = None,
     **extra,
 ) -> Config:
     """Build a Config from arguments, environment variables and defaults."""
@@ -123,16 +139,19 @@ def resolve_config(
     memory = _parse_bytes(memory_per_task or _env("MEMORY_PER_TASK"), "memory_per_task")
     if memory is None:
         memory = max(256 << 20, int(_available_memory() * 0.7) // executors)
+    verify = verify or _env("VERIFY") or "checksum"
+    if verify not in VERIFY_LEVELS:
+        raise ConfigError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")
     return Config(
         data_root=root,
         runner=runner,
         ray_address=ray_address,
         num_executors=executors,
         memory_per_task=memory,
-        partitions=_int(partitions, "partitions") or _int(_env("PARTITIONS"),
-                                                          "SMALLPOND_PARTITIONS"),
+        partitions=_partitions(partitions),
         max_retries=2 if max_retries is None else int(max_retries),
         job_id=job_id or _env("JOBID"),
         job_name=job_name,
+        verify=verify,
         extra=extra,
     )

@@ -6,6 +6,7 @@ optimize the plan, compile it into a task graph and run it on the session's runn
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from smallpond.io.arrow import to_large
 from smallpond.io.files import FileSlice
 from smallpond.io.output import check_output, write_output
 from smallpond.io.parquet import count_rows, read_slices
-from smallpond.logical.nodes import Limit, Node, PythonMap, Repartition, SqlQuery
+from smallpond.logical.nodes import Limit, Node, PythonMap, Repartition, Scan, SqlQuery
 from smallpond.logical.optimizer import optimize
 from smallpond.planner.display import explain_text, plan_tree
 from smallpond.planner.graph import TaskGraph, TaskSlice
@@ -180,9 +181,9 @@ class DataFrame:
 
     def write_parquet_lazy(self, path: str, mode: str = "error") -> DataFrame:
         """A DataFrame that writes `path` when computed (e.g. by session.wait)."""
-        if not isinstance(path, str) or not path:
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise PlanError("write_parquet needs an output path")
-        check_output(path, mode)
+        path = check_output(path, mode, input_paths(self._node), self.session.config.data_root)
         return DataFrame(self.session, self._node, self._recompute, sink=(path, mode))
 
     def _compute(self) -> list[list[FileSlice]]:
@@ -246,8 +247,8 @@ def compute_many(session: Session, dfs: Sequence[DataFrame]) -> list[list[list[F
     for df, parts in zip(dfs, parts_per_df):
         if df._recompute:
             force |= _reachable(graph, parts)
-    session._last_graph = graph
-    outputs = session.runner.run(graph, frozenset(force), session._on_event)
+    outputs = session.run_graph(graph, frozenset(force))
+    movable = _movable_outputs(graph, dfs, parts_per_df, outputs)
     results = []
     for df, parts in zip(dfs, parts_per_df):
         resolved = []
@@ -259,9 +260,51 @@ def compute_many(session: Session, dfs: Sequence[DataFrame]) -> list[list[list[F
             resolved.append(files)
         if df._sink is not None:
             path, mode = df._sink
-            write_output(resolved, path, mode, session.config.staging_dir)
+            write_output(resolved, path, mode, session.config.data_root,
+                         input_paths(df._node), movable=movable, job_id=session.job_id)
         results.append(resolved)
     return results
+
+
+def _movable_outputs(graph: TaskGraph, dfs, parts_per_df, outputs) -> dict[str, str]:
+    """Files that a sink may move out of the task cache instead of copying: whole outputs of
+    tasks that one sink alone reads (no other task, sink or returned result needs them).
+
+    Moving keeps the cache and the user's output from sharing storage (a user who rewrites
+    an output file cannot damage the cache) at no copying cost; the task runs again if a later
+    job needs it.
+    """
+    readers: dict[str, int] = {}
+    for task in graph:
+        for dep in task.deps:
+            readers[dep] = readers.get(dep, 0) + 2  # never movable
+    for df, parts in zip(dfs, parts_per_df):
+        weight = 1 if df._sink is not None else 2
+        for part in parts:
+            for source in part:
+                if isinstance(source, TaskSlice):
+                    extra = 0 if source.bucket is None else 2
+                    readers[source.task] = readers.get(source.task, 0) + weight + extra
+    return {output.path(f): output.directory
+            for key, count in readers.items() if count == 1 and key in outputs
+            for output in [outputs[key]] for f in output.files}
+
+
+def input_paths(node: Node) -> list[str]:
+    """Every file and named folder the plan reads: outputs must never overlap them."""
+    found: list[str] = []
+    seen: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.token in seen:
+            continue
+        seen.add(current.token)
+        if isinstance(current, Scan):
+            found.extend(s.path for part in current.partitions for s in part)
+            found.extend(current.roots)
+        stack.extend(current.inputs)
+    return found
 
 
 def _reachable(graph: TaskGraph, parts) -> set[str]:

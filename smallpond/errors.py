@@ -101,11 +101,12 @@ class OutOfMemoryError(ResourceError):
 
 
 class DiskFullError(ResourceError):
-    """A disk filled up; `mount` names the folder that had no space."""
+    """A disk filled up; `mount` names the mount point that had no space, `path` the file."""
 
-    def __init__(self, message: str, mount: str | None = None):
+    def __init__(self, message: str, mount: str | None = None, path: str | None = None):
         super().__init__(message)
         self.mount = mount
+        self.path = path
 
 
 class OutputError(SmallpondError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import time
@@ -14,8 +15,9 @@ import pyarrow.parquet as pq
 
 from smallpond.config import Config, resolve_config
 from smallpond.errors import PlanError
-from smallpond.io.commit import remove_tree, write_json_atomic
-from smallpond.io.files import FileSlice, expand_paths, file_identity
+from smallpond.io.commit import write_json_atomic
+from smallpond.io.files import FileSlice, expand_paths, file_identity, named_folders
+from smallpond.io.sessions import SessionArea, clean_dead_sessions
 from smallpond.logical.nodes import Node, ReadOptions, Scan, SqlQuery
 from smallpond.runners.base import Runner, TaskEvent
 
@@ -29,16 +31,20 @@ class Session:
     """Entry point of a job: creates DataFrames and runs their plans on one runner."""
 
     def __init__(self, config: Config):
-        self.config = config
         self.job_id = config.job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-        for folder in (config.tasks_dir, config.staging_dir, config.sources_dir,
-                       config.runs_dir):
+        self.session_id = f"{self.job_id}-{uuid.uuid4().hex[:8]}"
+        for folder in (config.tasks_dir, config.sources_dir, config.runs_dir):
             os.makedirs(folder, exist_ok=True)
+        self._area = SessionArea(config.data_root, self.session_id)
+        clean_dead_sessions(config.data_root, keep=self._area.path)
+        self.config = config.with_(scratch_dir=self._area.path)
         self._runner: Runner | None = None
         self._last_graph = None
         self.events: list[TaskEvent] = []
         self._listeners: list[Callable[[TaskEvent], None]] = []
+        self._actions: list[dict] = []
         self._closed = False
+        atexit.register(self._shutdown_at_exit)
         if config.runner == "local":
             self._get_runner()  # start warm workers now, while the user builds the plan
 
@@ -81,7 +87,7 @@ class Session:
         files = expand_paths(paths, recursive=recursive, suffixes=suffixes)
         identities = tuple(file_identity(f) for f in files)
         slices = tuple(FileSlice(f, format=options.format) for f in files)
-        return DataFrame(self, Scan((slices,), options, identities))
+        return DataFrame(self, Scan((slices,), options, identities, named_folders(paths)))
 
     def read_parquet(self, paths: str | Sequence[str], recursive: bool = False,
                      columns: Sequence[str] | None = None, union_by_name: bool = False,
@@ -169,23 +175,60 @@ class Session:
             return "digraph smallpond {}"
         return to_dot(self._last_graph)
 
-    def shutdown(self) -> None:
-        """Stop workers, remove temporary folders and record the job status."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._runner is not None:
-            self._runner.shutdown()
-        remove_tree(self.config.staging_dir)
-        remove_tree(self.config.spill_dir)
-        failed = [e for e in self.events if e.kind == "failed"]
+    def run_graph(self, graph, force: frozenset[str] = frozenset()) -> dict:
+        """Run a task graph on this session's runner; record the action's outcome."""
+        self._last_graph = graph
+        self._area.pin(graph.tasks)
+        started = time.time()
+        outcome = "failed"
+        try:
+            outputs = self.runner.run(graph, force, self._on_event)
+            outcome = "success"
+            return outputs
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+            raise
+        finally:
+            self._area.unpin()
+            self._actions.append({"started": started, "seconds": time.time() - started,
+                                  "tasks": len(graph), "status": outcome})
+            self._write_status()
+
+    def _write_status(self) -> None:
+        outcomes = {a["status"] for a in self._actions}
+        status = next((s for s in ("interrupted", "failed") if s in outcomes),
+                      "success" if self._actions else "empty")
         report_dir = os.path.join(self.config.runs_dir, self.job_id)
         os.makedirs(report_dir, exist_ok=True)
         write_json_atomic(os.path.join(report_dir, "status.json"), {
-            "job_id": self.job_id, "status": "failed" if failed else "success",
+            "job_id": self.job_id, "session_id": self.session_id, "status": status,
+            "closed": self._closed, "actions": self._actions,
             "tasks_run": sum(e.kind == "finished" for e in self.events),
             "tasks_reused": sum(e.kind == "reused" for e in self.events),
         })
+
+    def shutdown(self) -> None:
+        """Stop workers, remove this session's temporary folders and record the job status.
+
+        Only this session's own folder is removed: other sessions on the same data_root keep
+        running undisturbed.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._shutdown_at_exit)
+        try:
+            if self._runner is not None:
+                self._runner.shutdown()
+        finally:
+            self._area.close()
+            self._write_status()
+
+    def _shutdown_at_exit(self) -> None:
+        try:
+            self.shutdown()
+        except Exception:  # the interpreter is going away: never raise from atexit
+            pass
 
     def __enter__(self) -> Session:
         return self

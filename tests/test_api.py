@@ -162,13 +162,16 @@ def test_write_parquet_layout_and_modes(sp, tmp_path):
     df.write_parquet(out)
     assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000.parquet", "part-00001.parquet",
                                        "part-00002.parquet"]
-    with pytest.raises(OutputExistsError):
+    df.write_parquet(out)  # a previous smallpond output is replaced by a rerun (0.15)
+    assert pq.read_table(out).num_rows == 30
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="notes.txt"):
         df.write_parquet(out)
     df.write_parquet(out, mode="append")
-    assert pq.read_table(out).num_rows == 60
+    assert sp.read_parquet(out).count() == 60
     df.write_parquet(out, mode="overwrite")
-    assert pq.read_table(out).num_rows == 30
     assert sp.read_parquet(out).count() == 30
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"  # not ours: kept
 
 
 def test_write_parquet_lazy_with_wait(sp, tmp_path):

@@ -93,8 +93,9 @@ def test_killed_worker_task_is_retried(local_sp, tmp_path):
     assert killed, "the test never found a busy worker to kill"
     assert sorted(pq.read_table(out).column("item").to_pylist()) == list(range(400))
     assert any(e.kind == "retried" for e in local_sp.events)
-    staging = os.path.join(local_sp.config.data_root, "staging")
-    assert not [n for n in os.listdir(staging) if not n.startswith("write")]
+    scratch = local_sp.config.scratch_dir
+    assert os.listdir(os.path.join(scratch, "staging")) == []
+    assert os.listdir(os.path.join(scratch, "spill")) == []
 
 
 def test_events_report_progress(local_sp):
@@ -149,7 +150,7 @@ def test_ctrl_c_cancels_running_tasks_and_session_stays_usable(local_sp):
         df.count()
     assert time.time() - started < 4  # did not wait for the sleeping tasks
     del local_sp._on_event
-    staging = os.path.join(local_sp.config.data_root, "staging")
+    staging = os.path.join(local_sp.config.scratch_dir, "staging")
     time.sleep(0.2)
-    assert [n for n in os.listdir(staging) if not n.startswith("write")] == []
+    assert os.listdir(staging) == []
     assert local_sp.from_items([1, 2, 3]).count() == 3

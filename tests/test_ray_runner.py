@@ -39,7 +39,7 @@ def _kinds(session) -> dict[str, int]:
 
 
 def _leftovers(session) -> list[str]:
-    staging = session.config.staging_dir
+    staging = os.path.join(session.config.scratch_dir, "staging")
     return os.listdir(staging) if os.path.isdir(staging) else []
 
 

@@ -17,11 +17,12 @@ import numpy as np
 import pyarrow as pa
 
 import smallpond
+from smallpond.config import check_partitions
 from smallpond.dataframe import DataFrame, compute_many
-from smallpond.errors import InputError, PlanError
+from smallpond.errors import ConfigError, InputError, PlanError
 from smallpond.graysort.kernels import table_to_records
-from smallpond.io.files import FileSlice, expand_paths, file_identity
-from smallpond.io.output import write_output
+from smallpond.io.files import FileSlice, expand_paths, file_identity, named_folders
+from smallpond.io.output import check_output, write_output
 from smallpond.logical.nodes import KernelMap, ReadOptions, Scan
 from smallpond.session import Session
 
@@ -44,6 +45,13 @@ class GraySortResult:
     duplicates: int = 0
     valid: bool = False
     report: list[str] = field(default_factory=list)
+    tasks_run: int = 0
+    tasks_reused: int = 0
+
+    def count_tasks(self, events) -> None:
+        """Count the sort's tasks that ran now and those reused from an earlier run."""
+        self.tasks_run = sum(e.kind == "finished" for e in events)
+        self.tasks_reused = sum(e.kind == "reused" for e in events)
 
     @property
     def bytes(self) -> int:
@@ -57,7 +65,13 @@ class GraySortResult:
         mb = self.bytes / 1e6
         out = [f"records: {self.records}  bytes: {self.bytes}  partitions: {self.partitions}"]
         out += [f"{name}: {seconds:.2f} s" for name, seconds in self.phases.items()]
-        out.append(f"total: {self.seconds:.2f} s  {mb / max(self.seconds, 1e-9):.1f} MB/s")
+        total = self.tasks_run + self.tasks_reused
+        if self.tasks_reused:
+            out.append(f"reused {self.tasks_reused}/{total} tasks from an earlier run")
+        if total and not self.tasks_run:
+            out.append(f"total: {self.seconds:.2f} s  (nothing was sorted now: no rate)")
+        else:
+            out.append(f"total: {self.seconds:.2f} s  {mb / max(self.seconds, 1e-9):.1f} MB/s")
         if self.input_checksum is not None:
             same = self.input_checksum == self.output_checksum
             out.append(f"checksum in {self.input_checksum:x} out {self.output_checksum:x} "
@@ -149,10 +163,32 @@ def _validate(sp: Session, files: list[str]):
     return merged
 
 
+def _check_arguments(records, input, partitions, engine) -> None:
+    if engine not in ("records", "dataframe"):
+        raise PlanError(f"engine must be 'records' or 'dataframe', got {engine!r}")
+    if (records is None) == (input is None):
+        raise PlanError("give exactly one of records= and input=")
+    if records is not None and (isinstance(records, bool) or not isinstance(records, int)
+                                or records <= 0):
+        raise PlanError(f"records must be a positive integer, got {records!r}")
+    if partitions is not None:
+        try:
+            check_partitions(partitions)
+        except ConfigError as error:
+            raise PlanError(str(error)) from None
+        if records is not None and partitions > records:
+            raise PlanError(f"partitions ({partitions}) must not exceed records ({records})")
+
+
 def run(output: str, records: int | None = None, input: str | None = None,
         partitions: int | None = None, session: Session | None = None, validate: bool = True,
-        engine: str = "records", **init_options) -> GraySortResult:
+        engine: str = "records", overwrite: bool = False, **init_options) -> GraySortResult:
     """Sort gensort records into `output`/part-NNNNN.dat and check them like valsort.
+
+    `output` follows write_parquet's rules: an empty or new folder, or a previous smallpond
+    output; `overwrite=True` replaces smallpond's own files in a folder (others are kept).
+    It may not be, contain or lie inside the input or the data_root. Every argument is checked
+    before anything is written.
 
     engine="records" runs the record pipeline (raw records between tasks, see pipeline.py);
     engine="dataframe" runs the same sort through generic DataFrame operations (Parquet
@@ -161,24 +197,26 @@ def run(output: str, records: int | None = None, input: str | None = None,
     from smallpond.graysort.pipeline import run_pipeline, source_ranges
     from smallpond.graysort.valsort import report_lines
 
-    if engine not in ("records", "dataframe"):
-        raise PlanError(f"engine must be 'records' or 'dataframe', got {engine!r}")
-    if (records is None) == (input is None):
-        raise PlanError("give exactly one of records= and input=")
-    if records is not None and records <= 0:
-        raise PlanError(f"records must be positive, got {records}")
+    _check_arguments(records, input, partitions, engine)
+    mode = "overwrite" if overwrite else "error"
+    inputs: list[str] = []
+    if input is not None:
+        inputs = [*expand_paths(input, suffixes=(".dat", ".parquet")), *named_folders(input)]
     sp = session or smallpond.init(**init_options)
     try:
-        parquet = input is not None and all(
-            f.endswith(".parquet") for f in expand_paths(input, suffixes=(".dat", ".parquet")))
+        output = check_output(output, mode, inputs, sp.config.data_root)
+        parquet = input is not None and all(f.endswith(".parquet") for f in inputs
+                                            if not os.path.isdir(f))
         phases: dict[str, float] = {}
+        events_before = len(sp.events)
         start = time.perf_counter()
         if engine == "records" and not parquet:
             ranges, identities = source_ranges(records, input)
             partitions = partitions or sp.config.partitions or auto_partitions(
                 sum(r[-1] for r in ranges), sp.config.num_executors, sp.config.memory_per_task)
             files, count, input_checksum = run_pipeline(sp, output, ranges, identities,
-                                                        partitions, checksum=validate)
+                                                        partitions, checksum=validate,
+                                                        mode=mode, inputs=inputs)
             input_records = count
             phases["sort + write"] = time.perf_counter() - start
         else:
@@ -191,11 +229,12 @@ def run(output: str, records: int | None = None, input: str | None = None,
             ordered = source.repartition(partitions, range_by="key").partial_sort("key")
             dat = DataFrame(sp, KernelMap(ordered._node, "graysort.to_dat"))
             parts = compute_many(sp, [dat])[0]
-            files = write_output(parts, output, "overwrite", sp.config.staging_dir,
-                                 extension="dat")
+            files = write_output(parts, output, mode, sp.config.data_root, inputs,
+                                 extension="dat", job_id=sp.job_id)
             phases["sort + write"] = time.perf_counter() - start
 
         result = GraySortResult(count, partitions, files, phases, input_checksum)
+        result.count_tasks(sp.events[events_before:])
         if validate:
             start = time.perf_counter()
             summary = _validate(sp, files)

@@ -91,15 +91,19 @@ def plan_pipeline(ranges: list[list], identities: list[str], partitions: int,
 
 def run_pipeline(sp: Session, output: str, ranges: list[list], identities: list[str],
                  partitions: int, mappers: int | None = None, checksum: bool = True,
+                 mode: str = "error", inputs: Sequence[str] = (),
                  ) -> tuple[list[str], int, int | None]:
-    """Run the pipeline and commit output/part-NNNNN.dat; return files, records, and the
-    input's checksum (None when `checksum` is off: the mappers then skip computing it)."""
+    """Run the pipeline and commit output/part-NNNNN.dat (write `mode` as write_parquet's);
+    return files, records, and the input's checksum (None when `checksum` is off: the mappers
+    then skip computing it)."""
     graph, maps, reduces = plan_pipeline(ranges, identities, partitions, mappers or partitions,
                                          checksum=checksum)
-    sp._last_graph = graph
-    outputs = sp.runner.run(graph, frozenset(), sp._on_event)
+    outputs = sp.run_graph(graph)
     parts = [outputs[r.key].slices(None) for r in reduces]
-    files = write_output(parts, output, "overwrite", sp.config.staging_dir, extension="dat")
+    movable = {outputs[r.key].path(f): outputs[r.key].directory
+               for r in reduces for f in outputs[r.key].files}
+    files = write_output(parts, output, mode, sp.config.data_root, inputs, extension="dat",
+                         movable=movable, job_id=sp.job_id)
     records = total = 0
     for m in maps:
         # a resumed job may reuse committed sort tasks and never need the mappers again

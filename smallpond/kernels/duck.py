@@ -10,7 +10,7 @@ import duckdb
 import pyarrow as pa
 
 from smallpond.errors import InputError, SchemaMismatchError
-from smallpond.io.files import FileSlice, filesystem_for
+from smallpond.io.files import FileSlice, duckdb_path, filesystem_for
 from smallpond.io.parquet import check_same_schema, iter_slice_batches, slices_schema
 from smallpond.kernels.context import TaskContext
 
@@ -108,7 +108,7 @@ def _relation(con, slices: Sequence[FileSlice], options: dict[str, Any], name: s
         if options.get("check_schema", True) and len(paths) > 1:
             check_same_schema(paths, union_by_name=union)
         try:
-            relation = con.read_parquet(paths, union_by_name=union)
+            relation = con.read_parquet([duckdb_path(p) for p in paths], union_by_name=union)
         except duckdb.Error as error:
             raise _input_error(error, paths) from error
         return relation.select(*[_quote_ident(c) for c in columns]) if columns else relation
@@ -138,7 +138,7 @@ def _read_text(con, paths, options, function):
     if not paths:
         raise InputError("no input files")
     schema = options.get("schema")
-    args = [f"[{', '.join(sql_literal(p) for p in paths)}]"]
+    args = [f"[{', '.join(sql_literal(duckdb_path(p)) for p in paths)}]"]
     if schema:
         columns = ", ".join(f"{sql_literal(k)}: {sql_literal(v)}" for k, v in schema.items())
         args.append(f"columns = {{{columns}}}")

@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 
+from smallpond.config import MAX_PARTITIONS
 from smallpond.errors import PlanError
 from smallpond.io.files import FileSlice
 
@@ -114,6 +115,7 @@ class Scan(Node):
     partitions: tuple[tuple[FileSlice, ...], ...]
     options: ReadOptions = field(default_factory=ReadOptions)
     identities: tuple[str, ...] = ()
+    roots: tuple[str, ...] = ()  # folders the user named: outputs must stay out of them
 
     def __post_init__(self):
         if not self.partitions:
@@ -198,6 +200,9 @@ class Repartition(OneInput):
     def __post_init__(self):
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n <= 0:
             raise PlanError(f"npartitions must be a positive integer, got {self.n!r}")
+        if self.n > MAX_PARTITIONS:
+            raise PlanError(f"npartitions is {self.n}, more than the {MAX_PARTITIONS} smallpond "
+                            "supports; fewer, larger partitions run faster")
         if self.method not in SHUFFLE_METHODS:
             raise PlanError(f"unknown repartition method {self.method!r}")
         if self.method == "hash" and not self.hash_by:

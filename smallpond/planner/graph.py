@@ -23,6 +23,7 @@ __all__ = [
     "TaskOutput",
     "TaskGraph",
     "task_key",
+    "manifest_digest",
 ]
 
 
@@ -55,15 +56,31 @@ class Task:
     def describe(self) -> str:
         return f"{self.stage}[{self.partition}]"
 
+    def summary(self) -> str:
+        """What the task runs, for error messages: the user's function or SQL."""
+        if self.kernel == "python":
+            return f"function {self.params.get('func_name')!r}"
+        sql = self.params.get("display_sql") or self.params.get("sql")
+        if sql:
+            text = " ".join(str(sql).split())
+            return f"SQL: {text[:117] + '...' if len(text) > 120 else text}"
+        return f"kernel {self.kernel}"
+
 
 @dataclass(frozen=True)
 class OutputFile:
-    """One committed file; `buckets` maps a shuffle destination to its row groups."""
+    """One committed file; `buckets` maps a shuffle destination to its row groups.
+
+    `mtime_ns` and `crc32` are recorded at commit, so that a reused file that changed since
+    (rewritten in place, truncated, flipped bytes) is detected and its task run again.
+    """
 
     name: str
     num_rows: int
     num_bytes: int
     buckets: dict[int, tuple[int, ...]] | None = None
+    mtime_ns: int | None = None
+    crc32: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,38 +101,57 @@ class TaskOutput:
     def num_bytes(self) -> int:
         return sum(f.num_bytes for f in self.files)
 
+    def path(self, file: OutputFile) -> str:
+        return f"{self.directory}/{file.name}"
+
     def slices(self, bucket: int | None) -> list[FileSlice]:
         result = []
         for f in self.files:
-            path = f"{self.directory}/{f.name}"
             if bucket is None:
-                result.append(FileSlice(path))
+                result.append(FileSlice(self.path(f)))
             else:
                 groups = (f.buckets or {}).get(bucket, ())
-                result.append(FileSlice(path, row_groups=tuple(groups)))
+                result.append(FileSlice(self.path(f), row_groups=tuple(groups)))
         return result
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "key": self.key,
             "elapsed": self.elapsed,
             "files": [
                 {"name": f.name, "num_rows": f.num_rows, "num_bytes": f.num_bytes,
+                 "mtime_ns": f.mtime_ns, "crc32": f.crc32,
                  "buckets": None if f.buckets is None
                  else {str(k): list(v) for k, v in f.buckets.items()}}
                 for f in self.files
             ],
         }
+        data["digest"] = manifest_digest(data)
+        return data
 
     @classmethod
     def from_json(cls, data: dict, directory: str, reused: bool = False) -> TaskOutput:
-        files = tuple(
-            OutputFile(f["name"], f["num_rows"], f["num_bytes"],
-                       None if f["buckets"] is None
-                       else {int(k): tuple(v) for k, v in f["buckets"].items()})
-            for f in data["files"]
-        )
-        return cls(data["key"], directory, files, data.get("elapsed", 0.0), reused)
+        """Parse a manifest; ValueError when it is malformed or its digest does not match."""
+        try:
+            if data.get("digest") != manifest_digest(data):
+                raise ValueError("the manifest's digest does not match its content")
+            files = tuple(
+                OutputFile(f["name"], int(f["num_rows"]), int(f["num_bytes"]),
+                           None if f["buckets"] is None
+                           else {int(k): tuple(v) for k, v in f["buckets"].items()},
+                           f.get("mtime_ns"), f.get("crc32"))
+                for f in data["files"]
+            )
+            return cls(data["key"], directory, files, data.get("elapsed", 0.0), reused)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"malformed manifest: {error!r}") from None
+
+
+def manifest_digest(data: dict) -> str:
+    """A digest of a manifest's content (without its own digest field): tampering shows."""
+    body = {k: v for k, v in data.items() if k != "digest"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _canonical(value: Any) -> Any:

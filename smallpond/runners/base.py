@@ -7,6 +7,8 @@ ready, reuses committed tasks, retries tasks whose worker was lost, and emits pr
 from __future__ import annotations
 
 import abc
+import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,7 @@ from smallpond.config import Config
 from smallpond.errors import TaskError
 from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskGraph, TaskOutput, TaskSlice
-from smallpond.runners.execute import ExecSettings, load_committed
+from smallpond.runners.execute import ExecSettings, corrupt_file, load_committed
 
 __all__ = ["Runner", "TaskEvent", "WorkerLost", "resolve_inputs", "needed_tasks"]
 
@@ -40,6 +42,8 @@ class WorkerLost(Exception):
 
 EventCallback = Callable[[TaskEvent], None]
 
+logger = logging.getLogger(__name__)
+
 
 def resolve_inputs(task: Task, outputs: dict[str, TaskOutput]) -> list[list[FileSlice]]:
     """Replace TaskSlices by the committed files (or bucket row groups) they stand for."""
@@ -56,10 +60,12 @@ def resolve_inputs(task: Task, outputs: dict[str, TaskOutput]) -> list[list[File
 
 
 def needed_tasks(graph: TaskGraph, data_root: str, force: frozenset[str],
+                 trust: Callable[[TaskOutput], bool] = lambda output: True,
                  ) -> tuple[dict[str, Task], dict[str, TaskOutput]]:
     """Tasks that must run, and the committed outputs that can be reused instead.
 
-    Walks back from the graph's outputs: a committed task's inputs are never needed.
+    Walks back from the graph's outputs: a committed task's inputs are never needed. A
+    committed output is reused only when its files are as recorded and `trust(output)` holds.
     """
     reused: dict[str, TaskOutput] = {}
     needed: dict[str, Task] = {}
@@ -70,13 +76,17 @@ def needed_tasks(graph: TaskGraph, data_root: str, force: frozenset[str],
             continue
         if key not in force:
             done = load_committed(data_root, key)
-            if done is not None:
+            if done is not None and trust(done):
                 reused[key] = done
                 continue
         task = graph.tasks[key]
         needed[key] = task
         stack.extend(task.deps)
     return needed, reused
+
+
+def _state(output: TaskOutput) -> tuple:
+    return tuple((f.name, f.num_bytes, f.mtime_ns, f.crc32) for f in output.files)
 
 
 class Runner(abc.ABC):
@@ -86,6 +96,25 @@ class Runner(abc.ABC):
 
     def __init__(self, config: Config):
         self.config = config
+        self._verified: dict[str, tuple] = {}  # task key -> what was checked, per session
+
+    @property
+    def scratch_dir(self) -> str:
+        """The session's own folder for attempts' staging and spill."""
+        return self.config.scratch_dir or os.path.join(self.config.data_root, "sessions",
+                                                       "unnamed")
+
+    def trust(self, output: TaskOutput) -> bool:
+        """Whether a committed output may be reused: its checksums match (once per session
+        and file state), unless the config verifies only sizes and mtimes."""
+        if self.config.verify != "checksum" or self._verified.get(output.key) == _state(output):
+            return True
+        problem = corrupt_file(output)
+        if problem:
+            logger.warning("task %s will run again: %s", output.key, problem)
+            return False
+        self._verified[output.key] = _state(output)
+        return True
 
     # -- primitives -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -115,7 +144,15 @@ class Runner(abc.ABC):
             on_event: EventCallback | None = None) -> dict[str, TaskOutput]:
         """Run what the graph's outputs need; return the outputs of every task involved."""
         emit = on_event or (lambda event: None)
-        needed, outputs = needed_tasks(graph, self.config.data_root, force)
+        invalid: set[str] = set()  # committed entries that failed verification: replace them
+
+        def trust(output: TaskOutput) -> bool:
+            if self.trust(output):
+                return True
+            invalid.add(output.key)
+            return False
+
+        needed, outputs = needed_tasks(graph, self.config.data_root, force, trust)
         for key, output in outputs.items():
             task = graph.tasks[key]
             emit(TaskEvent("reused", task.stage, task.partition, key, output.num_rows,
@@ -135,8 +172,10 @@ class Runner(abc.ABC):
                     key = ready.pop(0)
                     task = needed[key]
                     attempts[key] = attempts.get(key, 0) + 1
-                    settings = ExecSettings(self.config.data_root, self.config.memory_per_task,
-                                            self.threads_per_task(), force=key in force)
+                    settings = ExecSettings(self.config.data_root, self.scratch_dir,
+                                            self.config.memory_per_task,
+                                            self.threads_per_task(),
+                                            force=key in force or key in invalid)
                     handle = self.submit(task, resolve_inputs(task, outputs), settings)
                     running[handle] = key
                     emit(TaskEvent("submitted", task.stage, task.partition, key))
@@ -148,8 +187,9 @@ class Runner(abc.ABC):
                     if isinstance(result, WorkerLost):
                         if attempts[key] > self.config.max_retries:
                             raise TaskError(
-                                f"{task.describe()} failed: its worker died {attempts[key]} "
-                                f"times ({result})", stage=task.stage, partition=task.partition)
+                                f"{task.describe()} ({task.summary()}) failed: its worker died "
+                                f"{attempts[key]} times; the last time: {result}",
+                                stage=task.stage, partition=task.partition)
                         emit(TaskEvent("retried", task.stage, task.partition, key,
                                        error=str(result)))
                         ready.insert(0, key)
@@ -159,6 +199,7 @@ class Runner(abc.ABC):
                                        error=str(result).splitlines()[0] if str(result) else ""))
                         raise result
                     outputs[key] = result
+                    self._verified[key] = _state(result)  # written by this session just now
                     remaining -= 1
                     emit(TaskEvent("finished", task.stage, task.partition, key, result.num_rows,
                                    result.num_bytes, result.elapsed))

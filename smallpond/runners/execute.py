@@ -5,11 +5,12 @@ This is the only code a worker runs; both runners call `execute_task`.
 
 from __future__ import annotations
 
-import errno
 import glob
+import logging
 import os
 import time
 import traceback
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,21 +27,40 @@ from smallpond.io.commit import (
     remove_tree,
     write_json_atomic,
 )
+from smallpond.io.disk import is_disk_full, mount_point
 from smallpond.io.files import FileSlice
 from smallpond.kernels import get_kernel
 from smallpond.kernels.context import TaskContext
 from smallpond.planner.graph import OutputFile, Task, TaskOutput
 
-__all__ = ["ExecSettings", "execute_task", "load_committed", "MANIFEST_NAME"]
+__all__ = [
+    "ExecSettings",
+    "execute_task",
+    "load_committed",
+    "changed_file",
+    "corrupt_file",
+    "file_crc32",
+    "remove_attempt_leftovers",
+    "typed_error",
+    "MANIFEST_NAME",
+]
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "_task.json"
+CRC_BLOCK = 8 << 20
 
 
 @dataclass(frozen=True)
 class ExecSettings:
-    """What a worker needs to know about the job: folders, budget, threads, forced rerun."""
+    """What a worker needs to know about the job: folders, budget, threads, forced rerun.
+
+    Attempts stage and spill under `scratch_dir`, the session's own folder (several sessions
+    may share a data_root); committed outputs go to `data_root/tasks/<key>`.
+    """
 
     data_root: str
+    scratch_dir: str
     memory_limit: int
     threads: int
     force: bool = False
@@ -49,62 +69,129 @@ class ExecSettings:
         return os.path.join(self.data_root, "tasks", key)
 
 
-def load_committed(data_root: str, key: str) -> TaskOutput | None:
-    """The manifest entry of a committed task, or None when it has not committed."""
+def load_committed(data_root: str, key: str, check_files: bool = True) -> TaskOutput | None:
+    """The manifest entry of a committed task, or None when it has not committed or its entry
+    cannot be trusted: a manifest that is malformed or tampered with (its digest), or a file
+    that is missing or changed since commit (size, mtime). Such an entry is run again."""
     directory = os.path.join(data_root, "tasks", key)
     try:
         data = read_json(os.path.join(directory, MANIFEST_NAME))
-    except (FileNotFoundError, NotADirectoryError, ValueError):
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    return TaskOutput.from_json(data, directory, reused=True)
+    except (ValueError, OSError) as error:
+        logger.warning("ignoring the unreadable manifest of task %s: %s", key, error)
+        return None
+    try:
+        output = TaskOutput.from_json(data, directory, reused=True)
+    except ValueError as error:
+        logger.warning("ignoring the manifest of task %s: %s", key, error)
+        return None
+    if output.key != key:
+        logger.warning("ignoring the manifest of task %s: it names task %s", key, output.key)
+        return None
+    if check_files:
+        problem = changed_file(output)
+        if problem:
+            logger.warning("task %s will run again: %s", key, problem)
+            return None
+    return output
+
+
+def changed_file(output: TaskOutput) -> str | None:
+    """Why a committed output cannot be reused as recorded (None when its files look intact)."""
+    for f in output.files:
+        path = output.path(f)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return f"{path} is missing"
+        if stat.st_size != f.num_bytes:
+            return f"{path} is {stat.st_size} bytes, {f.num_bytes} at commit"
+        if f.mtime_ns is not None and stat.st_mtime_ns != f.mtime_ns:
+            return f"{path} was modified after commit"
+    return None
+
+
+def corrupt_file(output: TaskOutput) -> str | None:
+    """Like `changed_file`, and also compare each file's CRC-32 with the one recorded."""
+    problem = changed_file(output)
+    if problem:
+        return problem
+    for f in output.files:
+        if f.crc32 is not None and file_crc32(output.path(f)) != f.crc32:
+            return f"{output.path(f)} does not match its recorded checksum"
+    return None
+
+
+def file_crc32(path: str) -> int:
+    """CRC-32 of a file (zlib, ~4 GB/s), read in large blocks."""
+    crc = 0
+    with open(path, "rb", buffering=0) as handle:
+        while block := handle.read(CRC_BLOCK):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _attempt_folders(scratch_dir: str, key: str) -> list[str]:
+    return [path for folder in ATTEMPT_FOLDERS
+            for path in glob.glob(os.path.join(scratch_dir, folder, f"{glob.escape(key)}.*"))]
 
 
 ATTEMPT_FOLDERS = ("staging", "spill")  # what execute_task makes per attempt: `<key>.<id>`
 
 
-def remove_attempt_leftovers(data_root: str, key: str) -> None:
+def remove_attempt_leftovers(scratch_dir: str, key: str) -> None:
     """Remove the staging and spill folders of a task's attempts whose process died before
-    cleaning up (never a committed output: those live under tasks/)."""
-    for folder in ATTEMPT_FOLDERS:
-        for leftover in glob.glob(os.path.join(data_root, folder, f"{glob.escape(key)}.*")):
-            remove_tree(leftover)
+    cleaning up (never a committed output: those live under data_root/tasks/)."""
+    for leftover in _attempt_folders(scratch_dir, key):
+        remove_tree(leftover)
 
 
 def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],
                  settings: ExecSettings) -> TaskOutput:
     """Run `task` on resolved inputs and commit its output atomically; idempotent."""
+    replace = settings.force
     if not settings.force:
         done = load_committed(settings.data_root, task.key)
         if done is not None:
             return done
+        replace = os.path.exists(settings.final_dir(task.key))  # an entry we cannot trust
     started = time.perf_counter()
-    staging = new_staging_dir(os.path.join(settings.data_root, "staging"), task.key)
-    spill = os.path.join(settings.data_root, "spill", os.path.basename(staging))
+    staging = new_staging_dir(os.path.join(settings.scratch_dir, "staging"), task.key)
+    spill = os.path.join(settings.scratch_dir, "spill", os.path.basename(staging))
     ctx = TaskContext(output_dir=staging, spill_dir=spill, memory_limit=settings.memory_limit,
                       threads=settings.threads, stage=task.stage, partition=task.partition)
     try:
         kernel = get_kernel(task.kernel)
         files = kernel(task.params, inputs, ctx)
-        outputs = tuple(
-            OutputFile(f["name"], f["num_rows"], os.path.getsize(os.path.join(staging, f["name"])),
-                       f.get("buckets"))
-            for f in files)
+        outputs = tuple(_committed_file(staging, f) for f in files)
         output = TaskOutput(task.key, settings.final_dir(task.key), outputs,
                             time.perf_counter() - started)
         write_json_atomic(os.path.join(staging, MANIFEST_NAME), output.to_json())
-        if not commit_dir(staging, output.directory, replace=settings.force):
+        if not commit_dir(staging, output.directory, replace=replace):
             return load_committed(settings.data_root, task.key) or output
         return output
     except BaseException as error:
         remove_tree(staging)
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
-        raise _typed(error, task, inputs) from None
+        raise typed_error(error, task, inputs, ctx) from None
     finally:
         remove_tree(spill)
 
 
-def _typed(error: BaseException, task: Task, inputs) -> SmallpondError:
+def _committed_file(staging: str, described: dict) -> OutputFile:
+    """A kernel's description of a file it wrote, plus what reuse checks later."""
+    path = os.path.join(staging, described["name"])
+    stat = os.stat(path)
+    crc = described.get("crc32")
+    return OutputFile(described["name"], described["num_rows"], stat.st_size,
+                      described.get("buckets"), stat.st_mtime_ns,
+                      file_crc32(path) if crc is None else crc)
+
+
+def typed_error(error: BaseException, task: Task, inputs, ctx: TaskContext | None = None,
+                ) -> SmallpondError:
     """Add the task's stage, partition, inputs and traceback to whatever went wrong."""
     trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     paths = [s.path for part in inputs for s in part]
@@ -115,12 +202,16 @@ def _typed(error: BaseException, task: Task, inputs) -> SmallpondError:
             error.inputs = error.inputs or paths
             error.remote_traceback = trace
         return error
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        mount = getattr(error, "filename", None)
-        return DiskFullError(f"no space left on device while running {task.describe()} "
-                             f"(at {mount}): {error}", mount=mount)
-    if isinstance(error, MemoryError) or "Out of Memory" in str(error):
-        return OutOfMemoryError(f"{task.describe()} ran out of memory: {error}")
+    if is_disk_full(error):
+        where = getattr(error, "filename", None) or (ctx.output_dir if ctx else None)
+        mount = mount_point(where) if where else None
+        return DiskFullError(f"no space left on device (mount {mount}) while running "
+                             f"{task.describe()}: {error}", mount=mount, path=where)
+    if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+        budget = f" (budget {ctx.memory_limit >> 20} MiB per task)" if ctx else ""
+        return OutOfMemoryError(
+            f"{task.describe()} ran out of memory{budget}: {error}. Give tasks more memory "
+            "(memory_per_task=...), use more partitions, or fewer workers per machine.")
     return TaskError(f"{task.describe()} failed: {type(error).__name__}: {error}",
                      stage=task.stage, partition=task.partition, inputs=paths,
                      remote_traceback=trace)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,20 @@ from smallpond.planner.graph import Task, TaskOutput
 from smallpond.runners.base import Runner, WorkerLost
 from smallpond.runners.execute import ExecSettings, remove_attempt_leftovers
 
-__all__ = ["LocalRunner"]
+__all__ = ["LocalRunner", "exit_reason"]
+
+
+def exit_reason(code: int | None) -> str:
+    """How a worker process ended, in words: the signal that killed it or its exit code."""
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
 
 
 class _Worker:
@@ -122,14 +136,15 @@ class LocalRunner(Runner):
             code = worker.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
-        return WorkerLost(f"worker pid {worker.process.pid} running "
-                          f"{worker.task.describe() if worker.task else '?'} exited ({code})")
+        task = worker.task
+        what = f"{task.describe()} ({task.summary()})" if task else "a task"
+        return WorkerLost(f"worker pid {worker.process.pid} running {what} {exit_reason(code)}")
 
     def _discard(self, worker: _Worker) -> None:
         task = worker.task
         worker.kill()
         if task is not None:
-            remove_attempt_leftovers(self.config.data_root, task.key)
+            remove_attempt_leftovers(self.scratch_dir, task.key)
 
     def cancel(self, handles: Iterable[int]) -> None:
         for handle in list(handles):

@@ -250,7 +250,7 @@ class RayRunner(Runner):
 
     def _clean_leftovers(self, task: Task | None) -> None:
         if task is not None:
-            remove_attempt_leftovers(self.config.data_root, task.key)
+            remove_attempt_leftovers(self.scratch_dir, task.key)
 
     def shutdown(self) -> None:
         if self._running:  # normally empty: the loop cancels what it started

@@ -98,13 +98,21 @@ def test_partitions_grow_when_data_outgrows_task_memory():
     assert parts >= 94 and 400_000_000 * 100 / parts * 2.5 <= (1 << 30) * 1.01
 
 
-def test_rerun_resumes_from_committed_tasks(local_sp, tmp_path):
+def test_rerun_reuses_the_mappers(local_sp, tmp_path):
     first = run(str(tmp_path / "a"), records=4000, partitions=2, session=local_sp)
     mark = len(local_sp.events)
     again = run(str(tmp_path / "b"), records=4000, partitions=2, session=local_sp)
     assert again.valid and again.input_checksum == first.input_checksum
-    sorts = [e for e in local_sp.events[mark:] if e.stage == "graysort-sort"]
-    assert sorts and all(e.kind == "reused" for e in sorts)
+    events = local_sp.events[mark:]
+    maps = [e for e in events if e.stage == "graysort-map"]
+    assert maps and all(e.kind == "reused" for e in maps)
+    # the sort outputs were moved into the first output folder (never shared with the cache),
+    # so the sorts run again
+    assert {e.kind for e in events if e.stage == "graysort-sort"} == {"submitted", "finished"}
+    assert again.tasks_reused == len(maps) and again.tasks_run == 2
+    assert any(line.startswith(f"reused {again.tasks_reused}/") for line in again.lines())
+    for name in ("part-00000.dat", "part-00001.dat"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def test_without_validation_mappers_skip_the_checksum(local_sp, tmp_path):
