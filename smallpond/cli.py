@@ -1,15 +1,73 @@
-"""The `smallpond` command line (click)."""
+"""The `smallpond` command line (click).
+
+Errors: any failure prints one line, `smallpond: error: <message>`, and exits 2 for bad usage
+or input, 1 when a job ran and failed; `--debug` (or SMALLPOND_DEBUG=1) prints the traceback.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+
 import click
 
-__all__ = ["main"]
+__all__ = ["main", "exit_code_for"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def exit_code_for(error: BaseException) -> int:
+    """2 for bad usage or input (caught before or while reading it), 1 when a job failed."""
+    from smallpond.errors import IntegrityError, ResourceError, TaskError
+
+    return 1 if isinstance(error, (TaskError, ResourceError, IntegrityError)) else 2
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error.args[0]) if error.args else str(error)
+    return " ".join(text.split()) or type(error).__name__
+
+
+def _debugging(args) -> bool:
+    argv = sys.argv[1:] if args is None else list(args)
+    return "--debug" in argv or os.environ.get("SMALLPOND_DEBUG", "") not in ("", "0")
+
+
+class _Commands(click.Group):
+    """A click group whose failures end in one line on stderr (and a traceback in debug)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        from smallpond.errors import SmallpondError
+
+        debug = _debugging(args)
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("smallpond: interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as error:
+            click.echo(f"smallpond: error: {_one_line(error)}", err=True)
+            sys.exit(error.exit_code)
+        except SmallpondError as error:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"smallpond: error: {_one_line(error)}", err=True)
+            sys.exit(exit_code_for(error))
+        except Exception as error:  # a bug of ours: still one line, the trace on request
+            if debug:
+                traceback.print_exc()
+            hint = "" if debug else " (run with --debug for the traceback)"
+            click.echo(f"smallpond: error: internal error: {type(error).__name__}: "
+                       f"{_one_line(error)}{hint}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="print tracebacks of errors")
 @click.version_option(package_name="smallpond")
-def main() -> None:
+def main(debug: bool) -> None:
     """smallpond: partitioned DuckDB dataflow, on this machine or on Ray."""
 
 
@@ -90,22 +148,26 @@ def runner_options(function):
 @click.option("--records", type=int, default=None, help="generate N gensort records")
 @click.option("--input", "input_path", default=None,
               help=".dat file, folder or glob, or Parquet with key/value columns")
-@click.option("--output", required=True, help="output folder for part-NNNNN.dat")
+@click.option("--output", required=True,
+              help="output folder for part-NNNNN.dat: new, empty, or a previous output")
+@click.option("--overwrite", is_flag=True,
+              help="replace the part files and _SUCCESS of a folder that holds other files "
+                   "too (those are kept)")
 @click.option("--no-validate", is_flag=True, help="skip checksums and valsort")
 @click.option("--engine", type=click.Choice(["records", "dataframe"]), default="records",
               show_default=True,
               help="records: raw records between tasks; dataframe: generic DataFrame "
                    "operations (Parquet intermediates, DuckDB sort)")
 @runner_options
-def graysort_command(records, input_path, output, no_validate, engine, runner, ray_address,
-                     data_root, partitions) -> None:
+def graysort_command(records, input_path, output, overwrite, no_validate, engine, runner,
+                     ray_address, data_root, partitions) -> None:
     """Sort gensort records with sampled range partitioning, then validate like valsort."""
     from smallpond.graysort.job import run
 
     if (records is None) == (input_path is None):
         raise click.UsageError("give exactly one of --records and --input")
     result = run(output, records=records, input=input_path, partitions=partitions,
-                 validate=not no_validate, engine=engine, runner=runner,
+                 validate=not no_validate, engine=engine, overwrite=overwrite, runner=runner,
                  ray_address=ray_address, data_root=data_root)
     for line in result.lines():
         click.echo(line)

@@ -10,16 +10,18 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
 import pyarrow as pa
 
+from smallpond.compat import stage_options
 from smallpond.errors import PlanError
 from smallpond.io.arrow import to_large
 from smallpond.io.files import FileSlice
 from smallpond.io.output import check_output, write_output
 from smallpond.io.parquet import count_rows, read_slices
-from smallpond.logical.nodes import Limit, Node, PythonMap, Repartition, Scan, SqlQuery
+from smallpond.logical.nodes import Limit, Node, Repartition, Scan
 from smallpond.logical.optimizer import optimize
+from smallpond.logical.sqlcheck import check_fragment
+from smallpond.operations import fragment_query, python_map, sql_query
 from smallpond.planner.display import explain_text, plan_tree
 from smallpond.planner.graph import TaskGraph, TaskSlice
 from smallpond.planner.planner import Planner
@@ -29,46 +31,17 @@ if TYPE_CHECKING:
 
 __all__ = ["DataFrame", "Session", "compute_many", "check_stage_options"]
 
-STAGE_OPTIONS = ("cpu_limit", "gpu_limit", "memory_limit")
+
+def check_stage_options(kwargs: dict[str, Any], what: str = "operation") -> None:
+    """Accept 0.15's per-stage keywords (used or logged); reject unknown ones clearly."""
+    stage_options(kwargs, what)
 
 
-def check_stage_options(kwargs: dict[str, Any]) -> None:
-    """Accept the per-stage options of 0.15 that make sense here; reject the rest clearly."""
-    unknown = set(kwargs) - set(STAGE_OPTIONS) - {"udfs"}
-    if unknown:
-        raise PlanError(f"unknown option(s) {sorted(unknown)}; accepted: {list(STAGE_OPTIONS)}")
-    for name in STAGE_OPTIONS:
-        value = kwargs.get(name)
-        if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-            raise PlanError(f"{name} must be a positive number, got {value!r}")
-
-
-def _pickle(func: Callable, what: str) -> bytes:
-    if not callable(func):
-        raise PlanError(f"{what} needs a SQL string or a callable, got {type(func).__name__}")
-    try:
-        return cloudpickle.dumps(func)
-    except Exception as error:
-        raise PlanError(f"{what}: function {_name(func)!r} cannot be pickled for the workers: "
-                        f"{type(error).__name__}: {error}") from error
-
-
-def _name(func: Callable) -> str:
-    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-
-
-def _schema_bytes(schema: pa.Schema | None) -> bytes | None:
-    if schema is None:
-        return None
-    if not isinstance(schema, pa.Schema):
-        raise PlanError(f"schema must be a pyarrow.Schema, got {type(schema).__name__}")
-    return schema.serialize().to_pybytes()
-
-
-def _sql_text(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise PlanError(f"{what} needs a non-empty SQL string")
-    return value
+def _sort_keys(by: str | Sequence[str]) -> list[str]:
+    keys = [by] if isinstance(by, str) else list(by)
+    if not keys or not all(isinstance(k, str) and k.strip() for k in keys):
+        raise PlanError("partial_sort needs at least one column (or SQL expression)")
+    return keys
 
 
 class DataFrame:
@@ -82,7 +55,8 @@ class DataFrame:
         self._sink = sink
 
     def _derive(self, node: Node) -> DataFrame:
-        return DataFrame(self.session, node)
+        # as in 0.15, a DataFrame derived from one marked recompute() is recomputed too
+        return DataFrame(self.session, node, recompute=self._recompute)
 
     @property
     def num_partitions(self) -> int:
@@ -93,76 +67,85 @@ class DataFrame:
                     by: str | None = None, by_rows: bool = False, range_by: str | None = None,
                     **kwargs) -> DataFrame:
         """Split into `npartitions`: by files (default), rows, hash of columns, `by` expr, or
-        sampled key ranges (`range_by`: partition i holds keys <= those of partition i+1)."""
-        check_stage_options(kwargs)
-        if sum(bool(x) for x in (hash_by, by, by_rows, range_by)) > 1:
-            raise PlanError("pass only one of hash_by=, by=, by_rows=True and range_by=")
+        sampled key ranges (`range_by`: partition i holds keys <= those of partition i+1).
+
+        As in 0.15, `by_rows` is ignored when `hash_by` or `by` is given.
+        """
+        check_stage_options(kwargs, "repartition")
+        if sum(bool(x) for x in (hash_by, by, range_by)) > 1:
+            raise PlanError("pass only one of hash_by=, by= and range_by=")
         if range_by:
+            _check_columns(self._node, (range_by,), "range_by")
             return self._derive(Repartition(self._node, npartitions, "range", by=range_by))
         if hash_by:
             columns = (hash_by,) if isinstance(hash_by, str) else tuple(hash_by)
+            _check_columns(self._node, columns, "hash_by")
             return self._derive(Repartition(self._node, npartitions, "hash", hash_by=columns))
         if by:
+            check_fragment(by, "repartition(by=...)")
             return self._derive(Repartition(self._node, npartitions, "expr", by=by))
         method = "rows" if by_rows else "files"
         return self._derive(Repartition(self._node, npartitions, method))
 
     def random_shuffle(self, seed: int = 0, **kwargs) -> DataFrame:
         """Shuffle rows across and within partitions, keeping the partition count."""
-        check_stage_options(kwargs)
         shuffled = Repartition(self._node, self.num_partitions, "random", seed=seed)
-        return self._derive(SqlQuery((shuffled,), "SELECT * FROM {0} ORDER BY random()",
-                                     name="random_shuffle", ordered=True))
+        return self._derive(sql_query("SELECT * FROM {0} ORDER BY random()", (shuffled,),
+                                      kwargs, "random_shuffle", ordered=True))
 
     def partial_sort(self, by: str | Sequence[str], **kwargs) -> DataFrame:
-        """Sort rows within each partition by columns (or SQL expressions)."""
-        check_stage_options(kwargs)
-        keys = [by] if isinstance(by, str) else list(by)
-        if not keys:
-            raise PlanError("partial_sort needs at least one column")
-        order = ", ".join(_sql_text(k, "partial_sort") for k in keys)
-        return self._derive(SqlQuery((self._node,), f"SELECT * FROM {{0}} ORDER BY {order}",
-                                     name="partial_sort", ordered=True))
+        """Sort rows within each partition by columns (or SQL expressions, 'a desc')."""
+        keys = _sort_keys(by)
+        for key in keys:
+            check_fragment(key, "partial_sort")
+        return self._derive(fragment_query("SELECT * FROM {0} ORDER BY {fragment}",
+                                           ", ".join(keys), self._node, kwargs,
+                                           "partial_sort", ordered=True))
 
     # -- row operations ---------------------------------------------------------------------
-    def filter(self, sql_or_func: str | Callable[[dict], bool], **kwargs) -> DataFrame:
-        """Keep rows where the SQL predicate holds or the function returns True."""
-        check_stage_options(kwargs)
+    def filter(self, sql_or_func: str | Callable[[dict], bool], *, deterministic: bool = False,
+               **kwargs) -> DataFrame:
+        """Keep rows where the SQL predicate holds or the function returns True.
+
+        `udfs=` makes Python functions callable from the predicate. `deterministic=True`
+        says a function depends only on its row, so later sessions may reuse its result.
+        """
         if isinstance(sql_or_func, str):
-            sql = f"SELECT * FROM {{0}} WHERE ({_sql_text(sql_or_func, 'filter')})"
-            return self._derive(SqlQuery((self._node,), sql, name="filter"))
-        return self._derive(PythonMap(self._node, "filter", _pickle(sql_or_func, "filter"),
-                                      _name(sql_or_func)))
+            return self._derive(fragment_query("SELECT * FROM {0} WHERE ({fragment})",
+                                               sql_or_func, self._node, kwargs, "filter"))
+        return self._derive(python_map(self._node, "filter", sql_or_func, kwargs, "filter",
+                                       deterministic=deterministic))
 
     def map(self, sql_or_func: str | Callable[[dict], dict], *, schema: pa.Schema | None = None,
-            udfs: Sequence | None = None, **kwargs) -> DataFrame:
+            deterministic: bool = False, **kwargs) -> DataFrame:
         """`SELECT <sql> FROM partition`, or a function from row dict to row dict."""
-        return self._row_op("map", sql_or_func, schema, udfs, kwargs)
+        return self._row_op("map", sql_or_func, schema, deterministic, kwargs)
 
     def flat_map(self, sql_or_func: str | Callable[[dict], list[dict]], *,
-                 schema: pa.Schema | None = None, udfs: Sequence | None = None,
+                 schema: pa.Schema | None = None, deterministic: bool = False,
                  **kwargs) -> DataFrame:
         """Like map, but a row may give any number of rows (`unnest(...)` in SQL)."""
-        return self._row_op("flat_map", sql_or_func, schema, udfs, kwargs)
+        return self._row_op("flat_map", sql_or_func, schema, deterministic, kwargs)
 
-    def _row_op(self, kind, sql_or_func, schema, udfs, kwargs) -> DataFrame:
-        check_stage_options(kwargs)
+    def _row_op(self, kind, sql_or_func, schema, deterministic, kwargs) -> DataFrame:
         if isinstance(sql_or_func, str):
-            from smallpond.session import _pickle_udfs
-
-            sql = f"SELECT {_sql_text(sql_or_func, kind)} FROM {{0}}"
-            return self._derive(SqlQuery((self._node,), sql, name=kind, udfs=_pickle_udfs(udfs)))
-        return self._derive(PythonMap(self._node, kind, _pickle(sql_or_func, kind),
-                                      _name(sql_or_func), _schema_bytes(schema)))
+            return self._derive(fragment_query("SELECT {fragment} FROM {0}", sql_or_func,
+                                               self._node, kwargs, kind))
+        return self._derive(python_map(self._node, kind, sql_or_func, kwargs, kind, schema,
+                                       deterministic=deterministic))
 
     def map_batches(self, func: Callable[[pa.Table], pa.Table], *, batch_size: int = 122880,
+                    streaming: bool = False, deterministic: bool = False,
                     **kwargs) -> DataFrame:
-        """Call `func(pyarrow.Table)` on batches of `batch_size` rows of each partition."""
-        check_stage_options(kwargs)
-        if not isinstance(batch_size, int) or batch_size <= 0:
+        """Call `func(pyarrow.Table)` on batches of `batch_size` rows of each partition.
+
+        With `streaming=True` (0.15), `func` takes an iterator of tables and yields tables.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise PlanError(f"batch_size must be a positive integer, got {batch_size!r}")
-        return self._derive(PythonMap(self._node, "batches", _pickle(func, "map_batches"),
-                                      _name(func), batch_size=batch_size))
+        kind = "stream" if streaming else "batches"
+        return self._derive(python_map(self._node, kind, func, kwargs, "map_batches",
+                                       batch_size=batch_size, deterministic=deterministic))
 
     def limit(self, limit: int) -> DataFrame:
         """The first `limit` rows (partitions in order), as one partition."""
@@ -171,12 +154,19 @@ class DataFrame:
         return self._derive(Limit(self._node, limit))
 
     def recompute(self) -> DataFrame:
-        """This DataFrame, forced to run again instead of reusing committed outputs."""
-        return DataFrame(self.session, self._node, recompute=True, sink=self._sink)
+        """Run this DataFrame again instead of reusing committed outputs (marks it, as in
+        0.15, so `df.recompute()` as a statement works too); returns it."""
+        self._recompute = True
+        return self
 
     # -- actions ----------------------------------------------------------------------------
     def write_parquet(self, path: str, mode: str = "error") -> None:
-        """Write partitions as part-NNNNN.parquet files (then _SUCCESS) under `path`."""
+        """Write partitions as part-NNNNN.parquet files (then _SUCCESS) under `path`.
+
+        mode 'error' (default) refuses a folder holding files smallpond did not write (a
+        previous smallpond output is replaced, as 0.15 does); 'overwrite' replaces
+        smallpond's own files there and keeps the rest; 'append' adds parts.
+        """
         self.write_parquet_lazy(path, mode)._compute()
 
     def write_parquet_lazy(self, path: str, mode: str = "error") -> DataFrame:
@@ -185,6 +175,20 @@ class DataFrame:
             raise PlanError("write_parquet needs an output path")
         path = check_output(path, mode, input_paths(self._node), self.session.config.data_root)
         return DataFrame(self.session, self._node, self._recompute, sink=(path, mode))
+
+    def compute(self) -> None:
+        """Run the plan (and write the output of a write_parquet_lazy DataFrame)."""
+        self._compute()
+
+    def is_computed(self) -> bool:
+        """Whether every task of this plan has committed output that can be reused now."""
+        from smallpond.runners.base import needed_tasks
+
+        planner = Planner(self.session.job_id)
+        planner.add_output(optimize(self._node))
+        force = frozenset(planner.graph.tasks) if self._recompute else frozenset()
+        needed, _ = needed_tasks(planner.graph, self.session.config.data_root, force)
+        return not needed
 
     def _compute(self) -> list[list[FileSlice]]:
         return compute_many(self.session, [self])[0]
@@ -218,7 +222,7 @@ class DataFrame:
         """The logical, optimized and physical plans as text (stage: logical|optimized|
         physical|all)."""
         optimized = optimize(self._node)
-        graph = Planner().plan(optimized)
+        graph = Planner(self.session.job_id).plan(optimized)
         return explain_text(self._node, optimized, graph, stage)
 
     @property
@@ -240,7 +244,7 @@ class DataFrame:
 
 def compute_many(session: Session, dfs: Sequence[DataFrame]) -> list[list[list[FileSlice]]]:
     """Plan several DataFrames into one task graph, run it, commit sinks, return partitions."""
-    planner = Planner()
+    planner = Planner(session.job_id)
     parts_per_df = [planner.add_output(optimize(df._node)) for df in dfs]
     graph = planner.graph
     force: set[str] = set()
@@ -324,3 +328,23 @@ def __getattr__(name: str):
 
         return Session
     raise AttributeError(name)
+
+
+def _check_columns(node: Node, columns: Sequence[str], what: str) -> None:
+    """Columns that a repartition needs must exist, when the schema is known before running."""
+    from smallpond.errors import SmallpondError
+    from smallpond.logical.schema import infer_schema
+
+    if not columns or not all(isinstance(c, str) and c for c in columns):
+        raise PlanError(f"{what} needs column names, got {list(columns)!r}")
+    try:
+        schema = infer_schema(node)
+    except SmallpondError:
+        return  # the run reports it (e.g. an input that went away)
+    if schema is None:
+        return
+    names = {f.name.lower() for f in schema}
+    missing = [c for c in columns if c.lower() not in names]
+    if missing:
+        raise PlanError(f"{what}: column(s) {missing} not found; the input has columns "
+                        f"{schema.names}")

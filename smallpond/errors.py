@@ -81,11 +81,51 @@ class TaskError(SmallpondError):
 
 
 class UserFunctionError(TaskError):
-    """A user-supplied Python function raised."""
+    """A user-supplied Python function raised.
 
-    def __init__(self, message: str, function: str | None = None, **kwargs):
+    Raised on the driver as an instance of the user's own exception class too (when that
+    class could be sent back), so `except ZeroDivisionError:` around an action still works;
+    `user_error` is the original exception.
+    """
+
+    def __init__(self, message: str, function: str | None = None,
+                 user_error: BaseException | None = None, **kwargs):
         super().__init__(message, **kwargs)
         self.function = function
+        self.user_error = user_error
+
+
+_DUAL_CLASSES: dict[type, type] = {}
+
+
+def _reduce_as_plain(error: UserFunctionError):
+    return (_rebuild, (UserFunctionError, error.args, error.__dict__))
+
+
+def as_user_exception(error: UserFunctionError) -> UserFunctionError:
+    """The same error, also an instance of the user's exception class (if it can be)."""
+    original = getattr(error, "user_error", None)
+    if original is None or isinstance(error, type(original)):
+        return error
+    base = type(original)
+    dual = _DUAL_CLASSES.get(base)
+    if dual is None:
+        try:
+            dual = type(f"UserFunctionError[{base.__name__}]", (type(error), base),
+                        {"__module__": __name__, "__str__": TaskError.__str__,
+                         "__reduce__": _reduce_as_plain})
+        except TypeError:  # a layout Python cannot combine: keep the plain error
+            return error
+        _DUAL_CLASSES[base] = dual
+    try:
+        combined = dual.__new__(dual, *error.args)
+        Exception.__init__(combined, *error.args)
+        combined.__dict__.update(error.__dict__)
+    except Exception:
+        return error
+    combined.__cause__ = original
+    combined.__traceback__ = error.__traceback__
+    return combined
 
 
 class PartitionKeyError(TaskError):

@@ -18,7 +18,7 @@ from smallpond.errors import PlanError
 from smallpond.io.commit import write_json_atomic
 from smallpond.io.files import FileSlice, expand_paths, file_identity, named_folders
 from smallpond.io.sessions import SessionArea, clean_dead_sessions
-from smallpond.logical.nodes import Node, ReadOptions, Scan, SqlQuery
+from smallpond.logical.nodes import Node, ReadOptions, Scan
 from smallpond.runners.base import Runner, TaskEvent
 
 if TYPE_CHECKING:
@@ -92,14 +92,21 @@ class Session:
     def read_parquet(self, paths: str | Sequence[str], recursive: bool = False,
                      columns: Sequence[str] | None = None, union_by_name: bool = False,
                      **kwargs) -> DataFrame:
-        """Parquet files (paths, globs or folders) as one partition."""
+        """Parquet files (paths, globs or folders) as one partition.
+
+        Names starting with `_` or `.` (e.g. `_SUCCESS`) are skipped when a folder or glob
+        is expanded, unless named explicitly.
+        """
         _check_options(kwargs)
         options = ReadOptions("parquet", tuple(columns) if columns else None, union_by_name)
         return self._scan(paths, options, recursive)
 
     def read_csv(self, paths: str | Sequence[str], schema: dict[str, str], delim: str = ",",
-                 header: bool | None = None, **kwargs) -> DataFrame:
-        """CSV files read by DuckDB with the given column types ({name: duckdb_type})."""
+                 header: bool = False, **kwargs) -> DataFrame:
+        """CSV files read by DuckDB with the given column types ({name: duckdb_type}).
+
+        As in 0.15, every line is data (no header line) unless `header=True`.
+        """
         _check_options(kwargs)
         _check_schema(schema)
         options = ReadOptions("csv", schema=tuple(schema.items()), delim=delim, header=header)
@@ -142,18 +149,25 @@ class Session:
             return self.from_arrow(pa.Table.from_pylist(items))
         return self.from_arrow(pa.table({"item": items}))
 
-    def partial_sql(self, query: str, *inputs: DataFrame, **kwargs) -> DataFrame:
-        """Run `query` per partition; `{0}`, `{1}` stand for partition i of each input."""
-        from smallpond.dataframe import DataFrame, check_stage_options
+    def partial_sql(self, query: str | Sequence[str], *inputs: DataFrame,
+                    copartitioned: bool = False, **kwargs) -> DataFrame:
+        """Run `query` on each partition; `{0}`, `{1}` stand for partition i of each input.
 
-        check_stage_options(kwargs)
+        As in 0.15: several inputs need the same partition count; a list of queries runs
+        them all and keeps the last one's result; `{__data_partition__}`, `{rand_seed}`,
+        `{batch_index}`, `{query_index}` are placeholders and `{{`/`}}` literal braces.
+        Inputs must be provably co-partitioned (hash-partitioned alike, or one partition
+        each); `copartitioned=True` says you know that they line up.
+        """
+        from smallpond.dataframe import DataFrame
+        from smallpond.operations import sql_query
+
         for item in inputs:
             if not isinstance(item, DataFrame):
                 raise PlanError(f"partial_sql inputs must be DataFrames, got {type(item).__name__}")
-        udfs = kwargs.get("udfs")
-        node = SqlQuery(tuple(i._node for i in inputs), query, name="partial_sql",
-                        udfs=_pickle_udfs(udfs), ordered=_has_order_by(query))
-        return self._dataframe(node)
+        node = sql_query(query, tuple(i._node for i in inputs), kwargs, "partial_sql",
+                         copartitioned_inputs=bool(copartitioned))
+        return DataFrame(self, node, recompute=any(i._recompute for i in inputs))
 
     def _dataframe(self, node: Node) -> DataFrame:
         from smallpond.dataframe import DataFrame
@@ -241,13 +255,10 @@ class Session:
                 f"num_executors={self.config.num_executors})")
 
 
-_STAGE_OPTIONS = ("cpu_limit", "gpu_limit", "memory_limit")
-
-
 def _check_options(kwargs: dict) -> None:
-    unknown = set(kwargs) - set(_STAGE_OPTIONS)
-    if unknown:
-        raise PlanError(f"unknown option(s) {sorted(unknown)}; accepted: {list(_STAGE_OPTIONS)}")
+    from smallpond.compat import stage_options
+
+    stage_options(kwargs, "read")
 
 
 def _check_schema(schema) -> None:
@@ -255,36 +266,29 @@ def _check_schema(schema) -> None:
         raise PlanError("schema must be a non-empty dict of {column: duckdb_type}")
 
 
-def _pickle_udfs(udfs) -> bytes | None:
-    if not udfs:
-        return None
-    import cloudpickle
-
-    try:
-        return cloudpickle.dumps(list(udfs))
-    except Exception as error:
-        raise PlanError(f"udfs cannot be pickled: {error}") from error
-
-
-def _has_order_by(sql: str) -> bool:
-    return "order by" in " ".join(sql.lower().split())
-
-
 def init(job_id: str | None = None, job_time: float | None = None, job_name: str | None = None,
          data_root: str | None = None, num_executors: int | None = None,
          ray_address: str | None = None, runner: str | None = None, **kwargs) -> Session:
-    """Start a session. Without `ray_address` (or runner='ray') jobs run on this machine."""
-    del job_time  # accepted for compatibility; resume is keyed by content, not job time
-    known = {"memory_per_task", "partitions", "max_retries", "bind_socket_port", "platform",
-             "enable_profiling", "enable_diagnostic_metrics", "remove_empty_parquet",
-             "memory_allocator", "fail_fast", "ray_num_cpus"}
-    unknown = set(kwargs) - known
-    if unknown:
-        raise PlanError(f"unknown init option(s) {sorted(unknown)}")
+    """Start a session. Without `ray_address` (or runner='ray') jobs run on this machine.
+
+    Every smallpond 0.15 keyword is accepted (those without a meaning here are logged once).
+    Arguments win over environment variables: argument > SMALLPOND_<NAME> > SP_<NAME> >
+    default. `job_id` names the job: a session with the same job_id resumes its Python
+    tasks; others reuse only tasks that are functions of their inputs.
+    """
+    from smallpond.compat import init_options
+
+    del job_time  # accepted for compatibility; resume is keyed by content and job_id
+    used = init_options(kwargs)
+    if num_executors == 0:  # 0.15's default: "run on this node", i.e. the machine's cores
+        num_executors = None
+    env = used.pop("env_overrides", None)
+    if env:
+        os.environ.update({str(k): str(v) for k, v in env.items()})  # workers inherit them
     config = resolve_config(
         data_root=data_root, runner=runner, ray_address=ray_address,
         num_executors=num_executors, job_id=job_id, job_name=job_name,
-        memory_per_task=kwargs.pop("memory_per_task", None),
-        partitions=kwargs.pop("partitions", None), max_retries=kwargs.pop("max_retries", None),
-        **kwargs)
+        memory_per_task=used.pop("memory_per_task", None),
+        partitions=used.pop("partitions", None), max_retries=used.pop("max_retries", None),
+        verify=used.pop("verify", None), **used)
     return Session(config)

@@ -32,11 +32,25 @@ def test_placeholder_substitution_is_not_format():
     assert substitute("{0.__class__}", lambda i: "x", 1) == "{0.__class__}"
 
 
-@given(st.text(alphabet="{}0123'\" abc", max_size=30))
-def test_split_roundtrip(sql):
-    pieces = split_placeholders(sql)
-    text = "".join(p if isinstance(p, str) else f"{{{p}}}" for p in pieces)
-    assert substitute(text, lambda i: f"{{{i}}}", 10**6) == text
+@given(st.text(alphabet="{}0123'\" abc_", max_size=30))
+def test_template_substitution_is_the_identity(sql):
+    # placeholders replaced by themselves, escapes and unknown names kept: the same template
+    assert substitute(sql, lambda i: f"{{{i}}}", 10**6, final=False) == sql
+
+
+_PIECES = st.one_of(
+    st.text(alphabet="abc ,()*=+", min_size=1, max_size=5),
+    st.integers(0, 2).map(lambda i: f"{{{i}}}"),
+    st.sampled_from(["{{", "}}", "{__data_partition__}", "{rand_seed}", "{query_index}"]))
+
+
+@given(st.lists(_PIECES, max_size=12))
+def test_placeholders_follow_str_format_outside_quotes(pieces):
+    # 0.15 ran str.format on partial_sql text: outside quotes we give the same result
+    sql = "".join(pieces)
+    values = {"__data_partition__": 7, "rand_seed": 123, "query_index": 0}
+    expected = sql.format("t0", "t1", "t2", **values)
+    assert substitute(sql, lambda i: f"t{i}", 3, values) == expected
 
 
 def test_consecutive_sql_fuses_into_one_stage():
@@ -45,7 +59,7 @@ def test_consecutive_sql_fuses_into_one_stage():
     outer = SqlQuery((inner,), "SELECT * FROM {0} WHERE (b > 2)", name="filter")
     fused = optimize(outer)
     assert isinstance(fused, SqlQuery) and fused.sources == (scan,)
-    assert fused.sql == "SELECT * FROM (SELECT a + 1 AS b FROM {0}) WHERE (b > 2)"
+    assert fused.sql == "SELECT * FROM (\nSELECT a + 1 AS b FROM {0}\n) WHERE (b > 2)"
     assert fused.name == "map+filter"
     assert len(plan(fused)) == 1
 

@@ -365,11 +365,19 @@ def test_sigkill_of_a_worker_process(cluster, baseline, tmp_path):
     killed = []
 
     def kill_worker():
-        _wait_for(lambda: cluster.worker_processes(), 30, "a Ray worker running a task")
-        victim = cluster.worker_processes()[0]
-        killed.append(victim.cmdline()[0])
-        killed.append(time.time())
-        victim.send_signal(signal.SIGKILL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            # a worker can finish its task between being listed and being killed: kill it
+            # only while its command line still names one of our tasks
+            for victim in cluster.worker_processes():
+                with contextlib.suppress(psutil.Error):
+                    name = victim.cmdline()[0]
+                    if name.startswith("ray::smallpond_task"):
+                        victim.send_signal(signal.SIGKILL)
+                        killed.extend([name, time.time()])
+                        return
+            time.sleep(0.01)
+        raise AssertionError("no Ray worker ran one of our tasks within 30 s")
 
     report = _run_with_fault(cluster, tmp_path, "worker-kill", kill_worker)
     assert killed and killed[0].startswith("ray::smallpond_task")

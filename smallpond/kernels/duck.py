@@ -9,7 +9,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from smallpond.errors import InputError, SchemaMismatchError
+from smallpond.errors import DiskFullError, InputError, OutOfMemoryError, SchemaMismatchError
+from smallpond.io.disk import is_disk_full, mount_point
 from smallpond.io.files import FileSlice, duckdb_path, filesystem_for
 from smallpond.io.parquet import check_same_schema, iter_slice_batches, slices_schema
 from smallpond.kernels.context import TaskContext
@@ -38,16 +39,27 @@ _LEFTOVER_OBJECTS = (  # what a task's SQL could leave behind in the shared cata
 )
 
 
-def connect(ctx: TaskContext) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection bounded by the task's memory limit, spill folder and threads."""
+def connect(ctx: TaskContext, unsigned_extensions: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection bounded by the task's memory limit, spill folder and threads.
+
+    `unsigned_extensions` gives the task a private database that may load extension files
+    (0.15's `udfs=['x.duckdb_extension']`); the shared one never can.
+    """
     global _database
     os.makedirs(ctx.spill_dir, exist_ok=True)
+    if unsigned_extensions:
+        con = duckdb.connect(":memory:", config={"temp_directory": ctx.spill_dir,
+                                                 "allow_unsigned_extensions": "true"})
+        return _limit(con, ctx)
     if _database is not None and not _reusable(_database, ctx.spill_dir):
         _database.close()
         _database = None
     if _database is None:
         _database = duckdb.connect(":memory:", config={"temp_directory": ctx.spill_dir})
-    con = _database.cursor()
+    return _limit(_database.cursor(), ctx)
+
+
+def _limit(con: duckdb.DuckDBPyConnection, ctx: TaskContext) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET memory_limit = '{max(64, ctx.memory_limit >> 20)}MB'")
     con.execute(f"SET threads = {max(1, ctx.threads)}")
     con.execute("SET preserve_insertion_order = true")
@@ -169,9 +181,24 @@ def _input_error(error: Exception, paths: Sequence[str]) -> InputError:
     return InputError(f"failed reading input{where}: {text}", path=culprit)
 
 
-def classify_duckdb_error(error: Exception, paths: Sequence[str]) -> Exception | None:
-    """Turn a DuckDB error that is about an input file into an InputError naming the file."""
+def classify_duckdb_error(error: Exception, paths: Sequence[str],
+                          ctx: TaskContext | None = None) -> Exception | None:
+    """Turn a DuckDB error about resources or an input file into the typed error users
+    catch: DiskFullError naming the mount, OutOfMemoryError naming the budget, InputError
+    naming the file. None when it is the query's own fault (then it is a SqlError)."""
     text = str(error)
+    if is_disk_full(error):
+        where = ctx.spill_dir if ctx and ctx.spill_dir in text else (
+            ctx.output_dir if ctx else None)
+        mount = mount_point(where) if where else None
+        return DiskFullError(f"no space left on device (mount {mount}) in stage "
+                             f"{ctx.stage if ctx else '?'}: {text}", mount=mount, path=where)
+    if isinstance(error, duckdb.OutOfMemoryException) or text.startswith("Out of Memory"):
+        budget = f"{ctx.memory_limit >> 20} MiB" if ctx else "its budget"
+        return OutOfMemoryError(
+            f"a task of stage {ctx.stage if ctx else '?'} ran out of memory ({budget} per "
+            f"task): {text.splitlines()[0]}. Give tasks more memory (memory_per_task=...), use "
+            "more partitions, or fewer workers per machine.")
     for path in paths:
         if path in text:
             if "schema" in text.lower() or "mismatch" in text.lower():

@@ -98,34 +98,61 @@ def run_python(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
     writer = _Writer(os.path.join(ctx.output_dir, OUTPUT_NAME), declared, describe)
     try:
         size = params.get("batch_size") or READ_BATCH
-        for table in _rebatch(batches, size, schema):
-            table = table.cast(schema)
-            try:
-                result = _apply(func, kind, table, declared)
-            except UserFunctionError:
-                raise
-            except Exception as error:
-                raise UserFunctionError(
-                    f"{describe()} raised {type(error).__name__}: {error}",
-                    function=name, stage=ctx.stage, partition=ctx.partition) from error
-            writer.write(result)
+        tables = (table.cast(schema) for table in _rebatch(batches, size, schema))
+        if kind == "stream":  # 0.15's map_batches(streaming=True): iterator in, iterator out
+            results = _guarded(lambda: func(tables), describe, name, ctx)
+            while True:
+                result = _guarded(lambda: next(results, None), describe, name, ctx)
+                if result is None:
+                    break
+                writer.write(_as_table(result))
+        else:
+            for table in tables:
+                writer.write(_guarded(lambda t=table: _apply(func, kind, t, declared),
+                                      describe, name, ctx))
         rows = writer.close(schema if kind in ("filter",) else pa.schema([]))
     finally:
         con.close()
     return [{"name": OUTPUT_NAME, "num_rows": rows}]
 
 
+def _guarded(call: Callable, describe: Callable[[], str], name: str, ctx: TaskContext):
+    """Run user code; its exception becomes a UserFunctionError that carries the original
+    (so that the driver can raise an error that is also an instance of the user's class)."""
+    try:
+        return call()
+    except UserFunctionError:
+        raise
+    except Exception as error:
+        raise UserFunctionError(
+            f"{describe()} raised {type(error).__name__}: {error}", function=name,
+            stage=ctx.stage, partition=ctx.partition, user_error=_portable(error)) from error
+
+
+def _portable(error: BaseException) -> BaseException | None:
+    """The user's exception if it survives pickling (it crosses to the driver), else None."""
+    try:
+        cloudpickle.loads(cloudpickle.dumps(error))
+    except Exception:
+        return None
+    error.__traceback__ = None
+    error.__context__ = error.__cause__ = None
+    return error
+
+
+def _as_table(result) -> pa.Table:
+    if isinstance(result, pa.Table):
+        return result
+    if isinstance(result, pa.RecordBatch):
+        return pa.Table.from_batches([result])
+    if hasattr(result, "to_arrow"):
+        return result.to_arrow()
+    return pa.Table.from_pandas(result, preserve_index=False)
+
+
 def _apply(func, kind: str, table: pa.Table, declared: pa.Schema | None) -> pa.Table:
     if kind == "batches":
-        result = func(table)
-        if not isinstance(result, pa.Table):
-            if isinstance(result, pa.RecordBatch):
-                result = pa.Table.from_batches([result])
-            elif hasattr(result, "to_arrow"):
-                result = result.to_arrow()
-            else:
-                result = pa.Table.from_pandas(result, preserve_index=False)
-        return result
+        return _as_table(func(table))
     rows = table.to_pylist()
     if kind == "filter":
         mask = pa.array([bool(func(row)) for row in rows], type=pa.bool_())

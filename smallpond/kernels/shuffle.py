@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 from smallpond.errors import PartitionKeyError, SqlError
 from smallpond.io.files import FileSlice
 from smallpond.kernels.context import TaskContext
-from smallpond.kernels.duck import connect, register_inputs
+from smallpond.kernels.duck import classify_duckdb_error, connect, register_inputs
 from smallpond.kernels.placeholders import substitute
 from smallpond.kernels.sample import sortable
-from smallpond.kernels.sql import OUTPUT_NAME, clean_sql
+from smallpond.kernels.sql import OUTPUT_NAME, clean_sql, placeholder_values
 
 __all__ = ["run_shuffle", "DEST_COLUMN"]
 
@@ -84,6 +84,14 @@ def _range_dest(column: pa.ChunkedArray, bounds: np.ndarray, n: int) -> np.ndarr
     return np.searchsorted(bounds, keys, side="right").astype(np.int64)
 
 
+def _failed(error: Exception, select: str, inputs, ctx: TaskContext) -> Exception:
+    typed = classify_duckdb_error(error, [s.path for part in inputs for s in part], ctx)
+    if typed is not None:
+        return typed
+    return SqlError(f"partitioning failed in stage {ctx.stage}: {error}\nSQL: {select}",
+                    sql=select)
+
+
 def _bucket_index(path: str, writes: list[tuple[int, int]]) -> dict[int, list[int]]:
     """Row groups of each destination, read back from the footer.
 
@@ -114,7 +122,9 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
         if method == "range":
             bounds = sortable(con.sql(f"SELECT key FROM {names[1]}").to_arrow_table()["key"])
         if params.get("sql"):  # a per-partition query fused into this mapper
-            name = f"({substitute(clean_sql(params['sql']), lambda i: names[i], 1)})"
+            query = substitute(clean_sql(params["sql"]), lambda i: names[i], 1,
+                               placeholder_values(params, ctx))
+            name = f"(\n{query}\n)"
         expression = _dest_expression(params)
         select = f"SELECT *, {expression} AS {DEST_COLUMN} FROM {name}" if expression \
             else f"SELECT * FROM {name}"
@@ -123,8 +133,7 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
                 if method == "rows" else 0
             reader = con.sql(select).to_arrow_reader(min(65536, _chunk_rows()))
         except duckdb.Error as error:
-            raise SqlError(f"partition expression failed in stage {ctx.stage}: {error}\n"
-                           f"SQL: {select}", sql=select) from error
+            raise _failed(error, select, inputs, ctx) from error
         schema = reader.schema
         if expression:
             schema = schema.remove(schema.get_field_index(DEST_COLUMN))
@@ -164,8 +173,7 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
                                            row_group_size=end - start)
                         writes.append((int(sorted_dest[start]), int(end - start)))
             except duckdb.Error as error:
-                raise SqlError(f"partition expression failed in stage {ctx.stage}: {error}\n"
-                               f"SQL: {select}", sql=select) from error
+                raise _failed(error, select, inputs, ctx) from error
         buckets = _bucket_index(path, writes)
         return [{"name": OUTPUT_NAME, "num_rows": offset,
                  "buckets": {k: tuple(v) for k, v in buckets.items()}}]

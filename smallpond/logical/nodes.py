@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 SHUFFLE_METHODS = ("files", "rows", "hash", "expr", "random", "range")
+PYTHON_KINDS = ("map", "flat_map", "filter", "batches", "stream")
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class SqlQuery(Node):
     udfs: bytes | None = None
     ordered: bool = False
     copartitioned: bool = False
+    setup: tuple[str, ...] = ()  # statements run before `sql` (0.15's list of queries)
 
     def __post_init__(self):
         counts = {s.num_partitions for s in self.sources}
@@ -174,9 +176,10 @@ class PythonMap(OneInput):
     func_name: str
     schema: bytes | None = None
     batch_size: int | None = None
+    deterministic: bool = False  # a pure function of its rows: reusable across sessions
 
     def __post_init__(self):
-        if self.kind not in ("map", "flat_map", "filter", "batches"):
+        if self.kind not in PYTHON_KINDS:
             raise PlanError(f"unknown python map kind {self.kind!r}")
         if self.batch_size is not None and self.batch_size <= 0:
             raise PlanError(f"batch_size must be positive, got {self.batch_size}")

@@ -8,7 +8,7 @@ import pyarrow as pa
 from smallpond.io.arrow import large_types
 from smallpond.io.parquet import read_schema
 from smallpond.kernels.duck import input_name
-from smallpond.kernels.placeholders import substitute
+from smallpond.kernels.placeholders import PARSE_VALUES, substitute
 from smallpond.logical.nodes import Limit, Node, PythonMap, Repartition, Scan, SqlQuery
 
 __all__ = ["infer_schema"]
@@ -19,8 +19,8 @@ def _query_schema(sql: str, inputs: list[pa.Schema]) -> pa.Schema:
     try:
         for index, schema in enumerate(inputs):
             con.register(input_name(index), schema.empty_table())
-        query = substitute(sql, input_name, len(inputs))
-        return con.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table().schema
+        query = substitute(sql, input_name, len(inputs), PARSE_VALUES)
+        return con.sql(f"SELECT * FROM (\n{query}\n) LIMIT 0").to_arrow_table().schema
     finally:
         con.close()
 
@@ -45,7 +45,7 @@ def infer_schema(node: Node) -> pa.Schema | None:
             return pa.ipc.read_schema(pa.py_buffer(node.schema))
         return infer_schema(node.source) if node.kind == "filter" else None
     if isinstance(node, SqlQuery):
-        if node.udfs:
+        if node.udfs or node.setup:
             return None
         inputs = [infer_schema(s) for s in node.sources]
         if any(s is None for s in inputs):

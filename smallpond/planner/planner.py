@@ -16,6 +16,7 @@ from smallpond.logical.nodes import (
     Scan,
     SqlQuery,
 )
+from smallpond.logical.sqlcheck import nondeterministic
 from smallpond.planner.graph import Source, Task, TaskGraph, TaskSlice, task_key
 
 __all__ = ["Planner", "plan", "split_files"]
@@ -69,8 +70,12 @@ def split_files(slices: Sequence[FileSlice], n: int) -> list[Part] | None:
 class Planner:
     """Visits logical nodes (inputs first) and adds their tasks to one graph."""
 
-    def __init__(self):
+    def __init__(self, scope: str = ""):
+        """`scope` names the job: tasks whose result may change between runs (Python
+        functions not marked deterministic, SQL with random values, the clock or files it
+        reads by itself) hash it into their keys, so only the same job reuses them."""
         self.graph = TaskGraph()
+        self.scope = scope
         self._memo: dict[str, Planned] = {}
         self._identity: dict[str, str] = {}
 
@@ -110,11 +115,20 @@ class Planner:
         key = task_key(kernel, params, tokens)
         return self.graph.add(Task(key, stage, partition, kernel, params, inputs))
 
+    def _sql_params(self, sql: str, udfs: bytes | None, setup: tuple[str, ...] = (),
+                    read: list | None = None) -> dict:
+        params: dict = {"sql": sql, "read": read or [], "udfs": udfs}
+        if setup:
+            params["setup"] = list(setup)
+        if udfs or any(nondeterministic(s) for s in (sql, *setup)):
+            params["scope"] = self.scope
+        return params
+
     def _sql_tasks(self, stage: str, sql: str, inputs: list[Planned], n: int,
-                   udfs: bytes | None) -> list[Part]:
+                   udfs: bytes | None, setup: tuple[str, ...] = ()) -> list[Part]:
         parts = []
         for i in range(n):
-            params = {"sql": sql, "read": [p.read for p in inputs], "udfs": udfs}
+            params = self._sql_params(sql, udfs, setup, [p.read for p in inputs])
             task = self._add(stage, i, "sql", params, tuple(p.parts[i] for p in inputs))
             parts.append((TaskSlice(task.key),))
         return parts
@@ -133,11 +147,11 @@ class Planner:
         inputs = [self.visit(s) for s in node.sources]
         if not inputs:
             task = self._add(self._stage(node, node.name), 0, "sql",
-                             {"sql": node.sql, "read": [], "udfs": node.udfs}, ())
+                             self._sql_params(node.sql, node.udfs, node.setup), ())
             return Planned([(TaskSlice(task.key),)], PARQUET)
         stage = self._stage(node, node.name)
-        return Planned(self._sql_tasks(stage, node.sql, inputs, node.num_partitions, node.udfs),
-                       PARQUET)
+        return Planned(self._sql_tasks(stage, node.sql, inputs, node.num_partitions, node.udfs,
+                                       node.setup), PARQUET)
 
     def visit_PythonMap(self, node: PythonMap) -> Planned:
         source = self.visit(node.source)
@@ -147,6 +161,8 @@ class Planner:
             params = {"kind": node.kind, "func": node.func, "func_name": node.func_name,
                       "schema": node.schema, "batch_size": node.batch_size,
                       "read": [source.read]}
+            if not node.deterministic:  # side effects or outside inputs: this job only
+                params["scope"] = self.scope
             task = self._add(stage, i, "python", params, (part,))
             parts.append((TaskSlice(task.key),))
         return Planned(parts, PARQUET)
@@ -165,7 +181,8 @@ class Planner:
         inner = node.source
         fused_sql = None
         if (node.method in ("hash", "expr", "random") and isinstance(inner, SqlQuery)
-                and len(inner.sources) == 1 and not inner.ordered and not inner.udfs):
+                and len(inner.sources) == 1 and not inner.ordered and not inner.udfs
+                and not inner.setup):
             # run the per-partition query inside the mapper instead of as a task of its own
             fused_sql, inner = inner.sql, inner.sources[0]
         source = self.visit(inner)
@@ -181,6 +198,8 @@ class Planner:
                   "read": [source.read]}
         if fused_sql is not None:
             params["sql"] = fused_sql
+            if nondeterministic(fused_sql):
+                params["scope"] = self.scope
         if node.method == "range":
             return Planned(self._range_parts(node, source, stage, params), PARQUET)
         if params["method"] == "rows":
@@ -210,8 +229,8 @@ class Planner:
     def visit_Limit(self, node: Limit) -> Planned:
         source = self.visit(node.source)
         everything = tuple(s for part in source.parts for s in part)
-        params = {"sql": f"SELECT * FROM {{0}} LIMIT {node.n}", "read": [source.read],
-                  "udfs": None}
+        params = self._sql_params(f"SELECT * FROM {{0}} LIMIT {node.n}", None,
+                                  read=[source.read])
         task = self._add(self._stage(node, "limit"), 0, "sql", params, (everything,))
         return Planned([(TaskSlice(task.key),)], PARQUET)
 

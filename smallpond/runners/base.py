@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smallpond.config import Config
-from smallpond.errors import TaskError
+from smallpond.errors import TaskError, UserFunctionError, as_user_exception
 from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskGraph, TaskOutput, TaskSlice
 from smallpond.runners.execute import ExecSettings, corrupt_file, load_committed
@@ -197,6 +197,8 @@ class Runner(abc.ABC):
                     if isinstance(result, BaseException):
                         emit(TaskEvent("failed", task.stage, task.partition, key,
                                        error=str(result).splitlines()[0] if str(result) else ""))
+                        if isinstance(result, UserFunctionError):
+                            raise as_user_exception(result)
                         raise result
                     outputs[key] = result
                     self._verified[key] = _state(result)  # written by this session just now

@@ -8,6 +8,8 @@ import signal
 import sys
 from multiprocessing.connection import Connection
 
+import cloudpickle
+
 from smallpond.errors import TaskError
 
 __all__ = ["serve"]
@@ -37,8 +39,8 @@ def serve(conn: Connection) -> None:
             reply = (True, execute_task(task, inputs, settings))
         except Exception as error:
             reply = (False, error)
-        try:
-            payload = pickle.dumps(reply)
+        try:  # cloudpickle: a user's exception class defined in a script goes back whole
+            payload = cloudpickle.dumps(reply)
         except Exception:
             payload = pickle.dumps((False, TaskError(f"{task.describe()} failed: {reply[1]!r}",
                                                      stage=task.stage, partition=task.partition)))

@@ -14,8 +14,8 @@ __all__ = ["FuseSql"]
 
 
 def _fusable(outer: SqlQuery, inner: Node) -> bool:
-    return (isinstance(inner, SqlQuery) and not inner.ordered
-            and not (inner.udfs and outer.udfs))
+    return (isinstance(inner, SqlQuery) and not inner.ordered and not inner.setup
+            and not outer.setup and not (inner.udfs and outer.udfs))
 
 
 class FuseSql(Rule):
@@ -37,12 +37,15 @@ class FuseSql(Rule):
             if _fusable(node, source):
                 inner_index = [index_of(s) for s in source.sources]
                 inner_sql = substitute(source.sql, lambda i, m=inner_index: f"{{{m[i]}}}",
-                                       len(inner_index))
-                replacement[position] = f"({inner_sql})"
+                                       len(inner_index), final=False)
+                # on lines of its own, so that a trailing `-- comment` ends where it should
+                replacement[position] = f"(\n{inner_sql}\n)"
                 udfs = udfs or source.udfs
             else:
                 replacement[position] = f"{{{index_of(source)}}}"
-        sql = substitute(node.sql, lambda j: replacement[j], len(node.sources))
-        name = "+".join(dict.fromkeys(
-            [s.name for s in node.sources if _fusable(node, s)] + [node.name]))
-        return SqlQuery(tuple(sources), sql, name=name, udfs=udfs, ordered=node.ordered)
+        sql = substitute(node.sql, lambda j: replacement[j], len(node.sources), final=False)
+        fused = [s for s in node.sources if _fusable(node, s)]
+        name = "+".join(dict.fromkeys([s.name for s in fused] + [node.name]))
+        aligned = node.copartitioned or any(s.copartitioned for s in fused)
+        return SqlQuery(tuple(sources), sql, name=name, udfs=udfs, ordered=node.ordered,
+                        copartitioned=aligned)

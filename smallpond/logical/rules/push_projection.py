@@ -12,7 +12,7 @@ import sqlglot
 from sqlglot import exp
 
 from smallpond.errors import SmallpondError
-from smallpond.kernels.placeholders import substitute
+from smallpond.kernels.placeholders import PARSE_VALUES, substitute
 from smallpond.logical.nodes import Node, Repartition, SqlQuery
 from smallpond.logical.rules.base import Rule
 from smallpond.logical.schema import infer_schema
@@ -57,7 +57,7 @@ class PushProjection(Rule):
         if node.sources[0].method not in SHUFFLES:
             return node  # splits by files or rows move no column data worth pruning
         shuffle = node.sources[0]
-        used = referenced_columns(substitute(node.sql, lambda i: "__sp_input", 1))
+        used = referenced_columns(substitute(node.sql, lambda i: "__sp_input", 1, PARSE_VALUES))
         keys = _key_columns(shuffle)
         try:
             schema = infer_schema(shuffle.source)
