@@ -184,7 +184,7 @@ class DataFrame:
         """Whether every task of this plan has committed output that can be reused now."""
         from smallpond.runners.base import needed_tasks
 
-        planner = Planner(self.session.job_id)
+        planner = Planner(self.session.scope)
         planner.add_output(optimize(self._node))
         force = frozenset(planner.graph.tasks) if self._recompute else frozenset()
         needed, _ = needed_tasks(planner.graph, self.session.config.data_root, force)
@@ -198,12 +198,17 @@ class DataFrame:
         return sum(count_rows(part) for part in self._compute())
 
     def to_arrow(self) -> pa.Table:
-        """All partitions concatenated in index order."""
+        """All partitions concatenated in index order.
+
+        Data read as it is (from_arrow, from_pandas, a plain read_parquet) keeps the types
+        it has; what DuckDB produced comes back with large_string/large_binary (0.15).
+        """
         parts = self._compute()
         tables = [read_slices(part) for part in parts if part]
         if not tables:
             return pa.table({})
-        return to_large(pa.concat_tables(tables, promote_options="default"))
+        table = pa.concat_tables(tables, promote_options="default")
+        return table if _raw(self._node) else to_large(table)
 
     def to_pandas(self):
         """The result as a pandas DataFrame."""
@@ -222,7 +227,7 @@ class DataFrame:
         """The logical, optimized and physical plans as text (stage: logical|optimized|
         physical|all)."""
         optimized = optimize(self._node)
-        graph = Planner(self.session.job_id).plan(optimized)
+        graph = Planner(self.session.scope).plan(optimized)
         return explain_text(self._node, optimized, graph, stage)
 
     @property
@@ -244,8 +249,10 @@ class DataFrame:
 
 def compute_many(session: Session, dfs: Sequence[DataFrame]) -> list[list[list[FileSlice]]]:
     """Plan several DataFrames into one task graph, run it, commit sinks, return partitions."""
-    planner = Planner(session.job_id)
-    parts_per_df = [planner.add_output(optimize(df._node)) for df in dfs]
+    planner = Planner(session.scope)
+    parts_per_df = [planner.add_output(optimize(df._node),
+                                       materialize=df._sink is not None or not _raw(df._node))
+                    for df in dfs]
     graph = planner.graph
     force: set[str] = set()
     for df, parts in zip(dfs, parts_per_df):
@@ -348,3 +355,10 @@ def _check_columns(node: Node, columns: Sequence[str], what: str) -> None:
     if missing:
         raise PlanError(f"{what}: column(s) {missing} not found; the input has columns "
                         f"{schema.names}")
+
+
+def _raw(node: Node) -> bool:
+    """Whether a plan is a plain Parquet scan whose files can be read as they are (no copy
+    into data_root, no DuckDB between the user's data and the result)."""
+    return (isinstance(node, Scan) and node.options.format == "parquet"
+            and not node.options.columns and not node.options.union_by_name)

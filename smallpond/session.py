@@ -33,6 +33,9 @@ class Session:
     def __init__(self, config: Config):
         self.job_id = config.job_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
         self.session_id = f"{self.job_id}-{uuid.uuid4().hex[:8]}"
+        seed = config.extra.get("random_seed")
+        # what keys tasks that only the same job may reuse (and seeds {rand_seed})
+        self.scope = self.job_id if seed is None else f"{self.job_id}:{seed}"
         for folder in (config.tasks_dir, config.sources_dir, config.runs_dir):
             os.makedirs(folder, exist_ok=True)
         self._area = SessionArea(config.data_root, self.session_id)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pyarrow as pa
@@ -103,3 +105,23 @@ def make_parquet(tmp_path):
         return str(folder)
 
     return make
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path, size: str):
+    """A small tmpfs at `path`: a separate file system that fills up (needs root, as CI has)."""
+    os.makedirs(path, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"mounting a tmpfs needs root (CI runs as root): {done.stderr.strip()}")
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def tmpfs():
+    """`with tmpfs(path, "1m") as mount:` mounts a small file system for the test."""
+    return mounted_tmpfs

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import smallpond
 from smallpond.errors import (
+    DiskFullError,
     InputError,
+    OutOfMemoryError,
+    OutputError,
     PartitionKeyError,
     PlanError,
     SchemaMismatchError,
-    SmallpondError,
     SqlError,
+    TaskError,
     UserFunctionError,
 )
 
@@ -84,7 +91,7 @@ def test_bad_sql_names_the_sql_and_leaves_nothing(sp, tmp_path):
 def test_multi_statement_injection_does_not_run(sp, tmp_path):
     victim = tmp_path / "victim.parquet"
     df = sp.from_items([1])
-    with pytest.raises(SmallpondError):
+    with pytest.raises(SqlError, match="exactly one SQL statement, got 2"):
         sp.partial_sql(f"SELECT * FROM {{0}}; COPY (SELECT 1) TO '{victim}'", df).to_arrow()
     assert not victim.exists()
 
@@ -95,7 +102,7 @@ def test_placeholder_without_input(sp):
 
 
 def test_format_attribute_walk_is_not_evaluated(sp):
-    with pytest.raises(SqlError):
+    with pytest.raises(SqlError, match="syntax error"):
         sp.partial_sql("SELECT '{0.__class__}' AS x, * FROM {0.__class__}",
                        sp.from_items([1])).to_arrow()
 
@@ -153,3 +160,182 @@ def test_user_data_never_modified(sp, tmp_path):
     before = (path.read_bytes(), os.stat(path).st_mtime_ns)
     sp.read_parquet(str(path)).partial_sort("a").write_parquet(str(tmp_path / "sorted"))
     assert (path.read_bytes(), os.stat(path).st_mtime_ns) == before
+
+
+# -- the error contract (issue 13): typed errors that name the culprit -------------------------
+@pytest.fixture
+def tiny_budget_sp(sp, tmp_path):
+    """A session on the same runner as `sp` whose tasks get 64 MiB each."""
+    options = {"memory_per_task": "64MB", "data_root": str(tmp_path / "tiny")}
+    if sp.config.runner == "ray":
+        options.update(runner="ray", ray_address=sp.config.ray_address)
+    else:
+        options["num_executors"] = 1
+    session = smallpond.init(**options)
+    yield session
+    session.shutdown()
+
+
+def test_out_of_memory_is_typed_and_names_the_budget(tiny_budget_sp, tmp_path):
+    out = str(tmp_path / "out")
+    df = tiny_budget_sp.partial_sql("SELECT list(i) AS l FROM range(30000000) t(i)")
+    with pytest.raises(OutOfMemoryError, match=r"64 MiB per task.*memory_per_task"):
+        df.write_parquet(out)
+    _assert_no_output(out)
+
+
+def test_disk_full_while_spilling_names_the_mount(sp, tmp_path, tmpfs):
+    with tmpfs(tmp_path / "small-root", "3m") as mount:
+        options = {"data_root": mount, "memory_per_task": "64MB"}
+        if sp.config.runner == "ray":
+            options.update(runner="ray", ray_address=sp.config.ray_address)
+        else:
+            options["num_executors"] = 1
+        session = smallpond.init(**options)
+        try:
+            big = session.partial_sql(
+                "SELECT i, md5(i::VARCHAR) || md5((i + 1)::VARCHAR) AS s "
+                "FROM range(2000000) t(i) ORDER BY s")
+            with pytest.raises(DiskFullError) as info:
+                big.count()
+            assert info.value.mount == mount and mount in str(info.value)
+        finally:
+            session.shutdown()
+
+
+def test_unwritable_output_fails_before_the_job_runs(sp, tmp_path, tmpfs):
+    with tmpfs(tmp_path / "ro", "1m") as mount:
+        subprocess.run(["mount", "-o", "remount,ro", mount], check=True)
+        mark = len(sp.events)
+        with pytest.raises(OutputError, match="not writable"):
+            sp.from_items([1, 2]).map("item + 1 AS x").write_parquet(os.path.join(mount, "o"))
+        assert sp.events[mark:] == []  # nothing ran
+
+
+def test_remote_url_without_its_package_names_the_package(sp):
+    with pytest.raises(InputError, match="ocifs"):
+        sp.read_parquet("oci://bucket@namespace/data/*.parquet")
+
+
+def test_read_parquet_of_an_empty_list(sp):
+    with pytest.raises(InputError, match="no input paths"):
+        sp.read_parquet([])
+
+
+@pytest.mark.parametrize("option", ["hash_by", "range_by"])
+def test_bad_partition_column_is_the_same_clean_error(sp, option):
+    df = sp.from_items([{"a": 1}])
+    with pytest.raises(PlanError, match=r"column\(s\) \['nope'\] not found.*\['a'\]"):
+        df.repartition(2, **{option: "nope"})
+
+
+@pytest.mark.parametrize("how, reason", [
+    ("os._exit(3)", "exited with code 3"),
+    ("os.kill(os.getpid(), signal.SIGSEGV)", "SIGSEGV"),
+])
+def test_a_crashing_worker_names_the_function_and_how_it_died(local_sp, how, reason):
+    local_sp.config = local_sp.config.with_(max_retries=1)
+    local_sp.runner.config = local_sp.config
+
+    def crash(row):
+        import os  # noqa: F401 - used by the statement below
+        import signal  # noqa: F401
+
+        exec(how)
+        return row
+
+    with pytest.raises(TaskError, match=rf"function '.*crash'.*died 2 times.*{reason}"):
+        local_sp.from_items([1]).map(crash).count()
+
+
+def test_a_crashing_ray_worker_names_the_function(ray_address, tmp_path):
+    session = smallpond.init(data_root=str(tmp_path / "root"), runner="ray",
+                             ray_address=ray_address, max_retries=1)
+    try:
+        def crash(row):
+            os._exit(3)
+
+        with pytest.raises(TaskError, match=r"function '.*crash'.*died 2 times"):
+            session.from_items([1]).map(crash).count()
+    finally:
+        session.shutdown()
+
+
+def _status(session) -> dict:
+    path = os.path.join(session.config.runs_dir, session.job_id, "status.json")
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def test_job_status_records_failure_and_interruption(tmp_path):
+    session = smallpond.init(data_root=str(tmp_path / "root"), num_executors=1)
+    session.from_items([1]).count()
+    assert _status(session)["status"] == "success"
+    with pytest.raises(SqlError):
+        session.from_items([1]).map("no_such_column").count()
+    assert _status(session)["status"] == "failed"
+    session.shutdown()
+    assert _status(session)["status"] == "failed" and _status(session)["closed"]
+
+    other = smallpond.init(data_root=str(tmp_path / "root"), num_executors=1)
+
+    def interrupt(event):
+        raise KeyboardInterrupt
+
+    other.on_event(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        other.from_items([1, 2]).map("item + 1 AS x").count()
+    other.shutdown()
+    assert _status(other)["status"] == "interrupted"
+
+
+def test_read_csv_reads_the_first_line_as_data(sp, tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("1,a\n2,b\n")
+    df = sp.read_csv(str(path), schema={"n": "BIGINT", "s": "VARCHAR"})
+    assert df.take_all() == [{"n": 1, "s": "a"}, {"n": 2, "s": "b"}]
+    headed = tmp_path / "headed.csv"
+    headed.write_text("n,s\n3,c\n")
+    df = sp.read_csv(str(headed), schema={"n": "BIGINT", "s": "VARCHAR"}, header=True)
+    assert df.take_all() == [{"n": 3, "s": "c"}]
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["graysort", "--records", "0", "--output", "{out}"], 2, "records must be a positive"),
+    (["graysort", "--records", "100", "--output", "{out}", "--partitions", "-1"], 2,
+     "partitions must be a positive"),
+    (["graysort", "--input", "{tmp}/missing.dat", "--output", "{out}"], 2, "does not exist"),
+    (["graysort", "--records", "100", "--output", "{out}", "--bogus"], 2, "No such option"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, code, words):
+    args = [a.format(out=tmp_path / "out", tmp=tmp_path) for a in args]
+    env = {**os.environ, "SMALLPOND_DATA_ROOT": str(tmp_path / "root")}
+    done = subprocess.run([sys.executable, "-m", "smallpond.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == code
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("smallpond: error: ") and words in lines[0]
+    assert not (tmp_path / "out").exists()
+    debug = subprocess.run([sys.executable, "-m", "smallpond.cli", "--debug", *args],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert debug.returncode == code
+    if "No such option" not in words:
+        assert "Traceback" in debug.stderr
+
+
+def test_a_failed_job_exits_1(tmp_path):
+    from smallpond.cli import exit_code_for
+
+    assert exit_code_for(TaskError("boom")) == 1
+    assert exit_code_for(OutOfMemoryError("boom")) == 1
+    assert exit_code_for(InputError("bad")) == 2
+    assert exit_code_for(SqlError("bad")) == 2
+
+
+def test_a_reused_graysort_says_so(local_sp, tmp_path):
+    from smallpond.graysort.job import GraySortResult
+
+    result = GraySortResult(100, 2, [], {"sort + write": 0.01}, tasks_run=0, tasks_reused=5)
+    lines = result.lines()
+    assert "reused 5/5 tasks from an earlier run" in lines
+    assert not any("MB/s" in line for line in lines)

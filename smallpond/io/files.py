@@ -67,7 +67,7 @@ def expand_paths(paths: str | Iterable[str], recursive: bool = False,
         path = os.fspath(raw)
         if _is_local(path):
             path = os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
-            if glob.has_magic(path):
+            if glob.has_magic(path) and not os.path.exists(path):  # a real name wins
                 explicit = _hidden(path)  # the pattern itself names '_x' or '.x' files
                 matches = sorted(glob.glob(path, recursive=recursive))
                 matches = [m for m in matches

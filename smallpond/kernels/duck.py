@@ -187,8 +187,9 @@ def classify_duckdb_error(error: Exception, paths: Sequence[str],
     catch: DiskFullError naming the mount, OutOfMemoryError naming the budget, InputError
     naming the file. None when it is the query's own fault (then it is a SqlError)."""
     text = str(error)
-    if is_disk_full(error):
-        where = ctx.spill_dir if ctx and ctx.spill_dir in text else (
+    spill_full = "max_temp_directory_size" in text  # DuckDB's "failed to offload" a block
+    if spill_full or is_disk_full(error):
+        where = ctx.spill_dir if ctx and (spill_full or ctx.spill_dir in text) else (
             ctx.output_dir if ctx else None)
         mount = mount_point(where) if where else None
         return DiskFullError(f"no space left on device (mount {mount}) in stage "

@@ -208,7 +208,7 @@ class RayRunner(Runner):
 
     def _result(self, ref: Any) -> TaskOutput | BaseException:
         task = self._running.pop(ref, None)
-        what = task.describe() if task is not None else "a task"
+        what = f"{task.describe()} ({task.summary()})" if task is not None else "a task"
         try:
             node, output = ray.get(ref)
         except ray_errors.RayTaskError as error:

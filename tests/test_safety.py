@@ -1,0 +1,469 @@
+"""Data safety: never delete, overwrite or silently corrupt what the user did not ask for.
+
+Each test reproduces a way the trunk once lost or corrupted data (issue 13, items 1-10) and
+checks the fix, on both runners where the runner matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import smallpond
+from smallpond.errors import (
+    DiskFullError,
+    OutputError,
+    OutputExistsError,
+    PlanError,
+    SqlError,
+)
+from smallpond.graysort.gensort import write_gensort_file
+from smallpond.graysort.job import run as graysort
+
+
+def _tree(path) -> dict[str, bytes]:
+    """Every file under `path` (hidden ones too) with its bytes."""
+    found = {}
+    for folder, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(folder, name)
+            with open(full, "rb") as handle:
+                found[os.path.relpath(full, path)] = handle.read()
+    return found
+
+
+def _siblings(path) -> list[str]:
+    """Hidden staging folders smallpond left beside an output."""
+    parent, name = os.path.split(str(path))
+    return [n for n in os.listdir(parent) if n.startswith(f".{name}.smallpond-")]
+
+
+# -- 1, 9, 10: graysort outputs ----------------------------------------------------------------
+@pytest.fixture
+def gensort_input(tmp_path):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    path = folder / "in.dat"
+    write_gensort_file(str(path), 3000, 0)
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "keep.bin").write_bytes(b"\x00" * 10)
+    return folder, path
+
+
+def test_graysort_refuses_the_folder_holding_its_input(sp, gensort_input):
+    folder, path = gensort_input
+    before = _tree(folder)
+    with pytest.raises(OutputError, match="contains the input"):
+        graysort(str(folder), input=str(path), partitions=2, session=sp)
+    assert _tree(folder) == before
+
+
+def test_graysort_refuses_a_folder_of_other_files_unless_overwrite(sp, gensort_input,
+                                                                   tmp_path):
+    folder, path = gensort_input
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.txt").write_text("keep me")
+    (out / "part-00009.dat").write_bytes(b"old part")
+    with pytest.raises(OutputExistsError, match="report.txt"):
+        graysort(str(out), input=str(path), partitions=2, session=sp)
+    assert sorted(os.listdir(out)) == ["part-00009.dat", "report.txt"]
+    result = graysort(str(out), input=str(path), partitions=2, session=sp, overwrite=True)
+    assert result.valid
+    # only smallpond's files were replaced: the old part went, the report stayed
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "part-00000.dat", "part-00001.dat",
+                                       "report.txt"]
+    assert (out / "report.txt").read_text() == "keep me"
+    assert (out / "part-00000.dat").read_bytes() + (out / "part-00001.dat").read_bytes() \
+        == _sorted_records(path.read_bytes())
+    assert not _siblings(out)
+
+
+def _sorted_records(data: bytes) -> bytes:
+    records = [data[i:i + 100] for i in range(0, len(data), 100)]
+    return b"".join(sorted(records, key=lambda r: r[:10]))
+
+
+def test_graysort_refuses_outputs_overlapping_the_data_root(sp, tmp_path):
+    root = sp.config.data_root
+    for output in (root, os.path.join(root, "tasks", "x"), os.path.dirname(root)):
+        with pytest.raises(OutputError, match="data_root"):
+            graysort(output, records=100, partitions=1, session=sp)
+    assert os.path.isdir(os.path.join(root, "tasks"))
+
+
+@pytest.mark.parametrize("partitions", [-1, 0, 10**6, 101])
+def test_graysort_checks_partitions_before_writing(sp, tmp_path, partitions):
+    out = tmp_path / "out"
+    with pytest.raises(PlanError, match="partitions"):
+        graysort(str(out), records=100, partitions=partitions, session=sp)
+    assert not out.exists()
+
+
+def test_graysort_resolves_a_relative_output_where_it_was_given(sp, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = graysort("rel-out", records=2000, partitions=2, session=sp)
+    assert result.valid
+    assert sorted(os.listdir(tmp_path / "rel-out")) == ["_SUCCESS", "part-00000.dat",
+                                                        "part-00001.dat"]
+    assert all(f.startswith(str(tmp_path / "rel-out")) for f in result.output_files)
+
+
+def test_graysort_cli_refuses_in_one_line(tmp_path, gensort_input):
+    folder, path = gensort_input
+    before = _tree(folder)
+    done = subprocess.run(
+        [sys.executable, "-m", "smallpond.cli", "graysort", "--input", str(path), "--output",
+         str(folder), "--data-root", str(tmp_path / "root")],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("smallpond: error: ") and "input" in lines[0]
+    assert _tree(folder) == before
+
+
+# -- 2: outputs overlapping the data_root or an input ------------------------------------------
+def test_write_parquet_refuses_a_path_containing_the_data_root(sp, tmp_path):
+    root = sp.config.data_root
+    parent = os.path.dirname(root)
+    df = sp.from_items(list(range(10)))
+    with pytest.raises(OutputError, match="data_root"):
+        df.write_parquet(parent, mode="overwrite")
+    with pytest.raises(OutputError, match="data_root"):
+        df.write_parquet(os.path.join(root, "inside"), mode="overwrite")
+    assert os.path.isdir(os.path.join(root, "tasks"))
+    assert df.count() == 10  # the session still works
+
+
+def test_write_parquet_refuses_to_overlap_its_input(sp, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pq.write_table(pa.table({"a": [1, 2]}), folder / "x.parquet")
+    before = _tree(folder)
+    df = sp.read_parquet(str(folder))
+    for output in (folder, folder / "out", tmp_path):
+        with pytest.raises(OutputError, match="input"):
+            df.write_parquet(str(output), mode="overwrite")
+    assert _tree(folder) == before
+
+
+def test_write_parquet_refuses_a_file(sp, tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("precious")
+    with pytest.raises(OutputError, match="is a file"):
+        sp.from_items([1]).write_parquet(str(target), mode="overwrite")
+    assert target.read_text() == "precious"
+
+
+# -- 3: overwrite is atomic, also across file systems ------------------------------------------
+def test_failed_overwrite_keeps_the_old_output(sp, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    sp.from_items(list(range(30))).repartition(3, by_rows=True).write_parquet(str(out))
+    before = _tree(out)
+    real_rename = os.rename
+    calls = []
+
+    def failing_rename(source, target, *args, **kwargs):
+        # fail while new parts are being moved in (after old ones were moved aside)
+        if str(target).startswith(str(out) + os.sep) and "part-" in str(target):
+            calls.append(target)
+            if len(calls) == 2:
+                raise OSError(5, "injected I/O error")
+        return real_rename(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(OutputError, match="untouched"):
+        sp.from_items(list(range(100, 140))).repartition(4, by_rows=True) \
+            .write_parquet(str(out), mode="overwrite")
+    monkeypatch.undo()
+    assert len(calls) == 2
+    assert _tree(out) == before
+    assert not _siblings(out)
+    assert sorted(sp.read_parquet(str(out)).to_arrow()["item"].to_pylist()) == list(range(30))
+
+
+def test_overwrite_on_a_full_other_file_system_keeps_the_old_output(sp, tmp_path, tmpfs):
+    with tmpfs(tmp_path / "small", "1m") as mount:
+        out = os.path.join(mount, "out")
+        sp.from_items(list(range(10))).write_parquet(out)
+        before = _tree(out)
+        big = pa.table({"s": [os.urandom(4000).hex() for _ in range(400)]})  # ~3 MB
+        with pytest.raises(DiskFullError) as info:
+            sp.from_arrow(big).write_parquet(out, mode="overwrite")
+        assert info.value.mount == mount
+        assert _tree(out) == before
+        assert not _siblings(out) and sorted(os.listdir(mount)) == ["out"]
+
+
+def test_a_writer_killed_mid_publish_is_rolled_back_by_the_next(sp, tmp_path):
+    """kill -9 between moving old parts aside and finishing: the next writer restores them."""
+    from smallpond.io.commit import write_json_atomic
+
+    out = tmp_path / "out"
+    sp.from_items(list(range(20))).repartition(2, by_rows=True).write_parquet(str(out))
+    before = _tree(out)
+    # the state a killed writer leaves: its staging folder with a journal, one old part
+    # moved aside, one new part moved in, the manifest gone; its owner process is dead
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    staging = tmp_path / ".out.smallpond-deadbeef0000"
+    (staging / "new").mkdir(parents=True)
+    (staging / "backup").mkdir()
+    write_json_atomic(str(staging / "owner.json"),
+                      {"host": os.uname().nodename, "pid": int(dead), "pid_start": 1.0})
+    write_json_atomic(str(staging / "journal.json"), {
+        "path": str(out), "state": "started",
+        "backed_up": ["_SUCCESS", "part-00000.parquet", "part-00001.parquet"],
+        "added": ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]})
+    os.rename(out / "_SUCCESS", staging / "backup" / "_SUCCESS")
+    os.rename(out / "part-00000.parquet", staging / "backup" / "part-00000.parquet")
+    pq.write_table(pa.table({"item": [999]}), out / "part-00000.parquet")  # a new part
+    # the next write rolls the dead one back first, then appends to the restored output
+    sp.from_items([1000]).write_parquet(str(out), mode="append")
+    assert not _siblings(out)
+    after = _tree(out)
+    assert {k: v for k, v in after.items() if k in before and k != "_SUCCESS"} == \
+        {k: v for k, v in before.items() if k != "_SUCCESS"}
+    values = sorted(sp.read_parquet(str(out)).to_arrow()["item"].to_pylist())
+    assert values == [*range(20), 1000]
+
+
+def test_a_live_writer_of_the_same_output_is_not_disturbed(sp, tmp_path):
+    from smallpond.io.commit import write_json_atomic
+    from smallpond.io.sessions import current_owner
+
+    out = tmp_path / "out"
+    staging = tmp_path / ".out.smallpond-live00000000"
+    staging.mkdir()
+    write_json_atomic(str(staging / "owner.json"), current_owner())  # this process: alive
+    with pytest.raises(OutputError, match="another smallpond job is writing"):
+        sp.from_items([1]).write_parquet(str(out))
+    assert staging.is_dir() and not out.exists()
+
+
+# -- 4: published files never share storage with the cache --------------------------------------
+def test_outputs_are_not_linked_to_the_cache_and_edits_are_detected(sp, tmp_path):
+    out = tmp_path / "out"
+    df = sp.from_items(list(range(50))).repartition(2, by_rows=True) \
+        .map("item * 2 AS doubled")
+    df.write_parquet(str(out))
+    for name in os.listdir(out):
+        assert os.stat(out / name).st_nlink == 1
+    # a user rewrites a published file in place: the next job must not be affected
+    first = out / "part-00000.parquet"
+    pq.write_table(pa.table({"doubled": [-1]}), first)
+    again = tmp_path / "again"
+    df.write_parquet(str(again))
+    assert sorted(sp.read_parquet(str(again)).to_arrow()["doubled"].to_pylist()) == \
+        [2 * i for i in range(50)]
+
+
+def _committed_file(session, stage_prefix: str) -> str:
+    tasks = os.path.join(session.config.data_root, "tasks")
+    for key in sorted(os.listdir(tasks)):
+        if key.startswith(stage_prefix):
+            folder = os.path.join(tasks, key)
+            names = [n for n in os.listdir(folder) if n.endswith(".parquet")]
+            if names:
+                return os.path.join(folder, names[0])
+    raise AssertionError(f"no committed {stage_prefix} task")
+
+
+def _by_partition(session, aggregate: str):
+    df = session.from_items(list(range(1000))).repartition(2, hash_by="item")
+    return session.partial_sql(f"SELECT {aggregate} AS s, count(*) AS c FROM {{0}}", df)
+
+
+def test_flipped_bytes_in_a_committed_file_make_the_task_run_again(local_sp):
+    sums = _by_partition(local_sp, "sum(item)").to_arrow()
+    assert sum(sums["s"].to_pylist()) == sum(range(1000))
+    victim = _committed_file(local_sp, "shuffle")
+    stat = os.stat(victim)
+    data = bytearray(open(victim, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # same size; then put the mtime back as it was
+    open(victim, "wb").write(bytes(data))
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    fresh = smallpond.init(data_root=local_sp.config.data_root, num_executors=2)
+    try:
+        # a query that reads the damaged shuffle output again: it is detected, re-made
+        again = _by_partition(fresh, "sum(item) + 0").to_arrow()
+        assert sum(again["s"].to_pylist()) == sum(range(1000))
+        assert sum(again["c"].to_pylist()) == 1000
+        assert any(e.kind == "finished" and e.stage.startswith("shuffle")
+                   for e in fresh.events)
+    finally:
+        fresh.shutdown()
+
+
+def test_a_tampered_manifest_is_not_trusted(local_sp):
+    df = local_sp.from_items(list(range(100))).map("item + 1 AS x")
+    assert sum(df.to_arrow()["x"].to_pylist()) == 5050
+    tasks = os.path.join(local_sp.config.data_root, "tasks")
+    for key in os.listdir(tasks):
+        manifest = os.path.join(tasks, key, "_task.json")
+        data = json.load(open(manifest))
+        for f in data["files"]:
+            f["num_rows"] += 1  # a plausible lie, without a matching digest
+        json.dump(data, open(manifest, "w"))
+    mark = len(local_sp.events)
+    assert sum(df.to_arrow()["x"].to_pylist()) == 5050
+    assert not any(e.kind == "reused" for e in local_sp.events[mark:])
+
+
+# -- 5: sessions sharing a data_root -----------------------------------------------------------
+def test_shutdown_of_another_session_on_the_data_root_spares_running_jobs(sp, tmp_path):
+    def slow(table):
+        time.sleep(0.3)
+        return table
+
+    df = sp.from_items(list(range(40))).repartition(4, by_rows=True).map_batches(slow)
+    result = {}
+
+    def job():
+        result["rows"] = sorted(df.to_arrow()["item"].to_pylist())
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    time.sleep(0.3)
+    other = smallpond.init(data_root=sp.config.data_root, runner="local", num_executors=1)
+    other.from_items([1]).count()
+    other.shutdown()
+    thread.join(timeout=120)
+    assert result.get("rows") == list(range(40))
+    assert os.path.isdir(sp.config.scratch_dir)
+
+
+def test_dead_sessions_are_cleaned_and_live_ones_kept(tmp_path):
+    from smallpond.io.commit import write_json_atomic
+    from smallpond.io.sessions import current_owner
+
+    root = tmp_path / "root"
+    sessions = root / "sessions"
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout.strip()
+    for name, owner in (("dead", {"host": os.uname().nodename, "pid": int(dead_pid)}),
+                        ("alive", current_owner()),
+                        ("remote-fresh", {"host": "elsewhere", "pid": 1})):
+        (sessions / name / "staging").mkdir(parents=True)
+        write_json_atomic(str(sessions / name / "owner.json"), owner)
+    session = smallpond.init(data_root=str(root), num_executors=1)
+    try:
+        remaining = set(os.listdir(sessions))
+        assert "dead" not in remaining
+        assert {"alive", "remote-fresh"} <= remaining
+    finally:
+        session.shutdown()
+    assert {"alive", "remote-fresh"} == set(os.listdir(sessions))
+
+
+def test_overwrites_stay_complete_while_other_sessions_come_and_go(sp, tmp_path):
+    out = tmp_path / "out"
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            other = smallpond.init(data_root=sp.config.data_root, num_executors=1)
+            other.shutdown()
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for round_ in range(8):
+            sp.from_items(list(range(round_ * 10, round_ * 10 + 60))) \
+                .repartition(6, by_rows=True).write_parquet(str(out), mode="overwrite")
+            manifest = json.load(open(out / "_SUCCESS"))
+            names = sorted(f["name"] for f in manifest["files"])
+            assert names == [f"part-{i:05d}.parquet" for i in range(6)]
+            assert sorted(os.listdir(out)) == ["_SUCCESS", *names]
+            values = sorted(sp.read_parquet(str(out)).to_arrow()["item"].to_pylist())
+            assert values == list(range(round_ * 10, round_ * 10 + 60))
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- 6: file names are read literally ----------------------------------------------------------
+def test_file_names_with_glob_characters_are_read_exactly(sp, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    values = {"a[1].parquet": 1, "a1.parquet": 10, "b*.parquet": 100, "bx.parquet": 1000,
+              "c?.parquet": 10000, "it's.parquet": 100000}
+    for name, value in values.items():
+        pq.write_table(pa.table({"v": [value]}), folder / name)
+    df = sp.read_parquet(str(folder))
+    assert df.count() == len(values)
+    total = sp.partial_sql("SELECT sum(v) AS s, count(*) AS c FROM {0}", df).to_arrow()
+    assert total.to_pylist() == [{"s": 111111, "c": 6}]
+    one = sp.read_parquet(str(folder / "a[1].parquet")).map("v * 2 AS w").to_arrow()
+    assert one["w"].to_pylist() == [2]
+
+
+def test_csv_names_with_glob_characters(sp, tmp_path):
+    (tmp_path / "x[1].csv").write_text("1\n2\n")
+    (tmp_path / "x1.csv").write_text("100\n")
+    df = sp.read_csv(str(tmp_path / "x[[]1].csv"), schema={"a": "BIGINT"})  # a real glob
+    assert sorted(df.map("a").to_arrow()["a"].to_pylist()) == [1, 2]
+
+
+# -- 7: joins of inputs that are not co-partitioned --------------------------------------------
+def test_join_of_inputs_not_co_partitioned_is_refused(sp, tmp_path):
+    left = sp.from_items([{"k": i, "a": i} for i in range(40)]).repartition(4, by_rows=True)
+    right = sp.from_items([{"k": i, "b": -i} for i in range(40)]).repartition(4, hash_by="k")
+    query = "SELECT l.k, a, b FROM {0} l JOIN {1} r ON l.k = r.k"
+    with pytest.raises(PlanError, match="co-partitioned"):
+        sp.partial_sql(query, left, right)
+    both = sp.partial_sql(query, left.repartition(4, hash_by="k"), right)
+    con = duckdb.connect()
+    expected = con.sql("SELECT i AS k, i AS a, -i AS b FROM range(40) t(i) ORDER BY k")
+    assert sorted(both.take_all(), key=lambda r: r["k"]) == \
+        [dict(zip(("k", "a", "b"), row)) for row in expected.fetchall()]
+    # a user who knows better may say so (0.15's behaviour)
+    assert sp.partial_sql(query, left, right, copartitioned=True).count() < 40
+
+
+# -- 8: user SQL cannot escape its wrapper ------------------------------------------------------
+@pytest.mark.parametrize("operation", ["filter", "map", "partial_sql", "partial_sort"])
+def test_sql_cannot_escape_its_wrapper(sp, tmp_path, operation):
+    target = tmp_path / "escaped.csv"
+    df = sp.from_items([1, 2, 3])
+    attacks = {
+        "filter": lambda: df.filter(f"true)) TO '{target}'; COPY ((SELECT 1"),
+        "map": lambda: df.map(f"1) TO '{target}'; COPY (SELECT 1"),
+        "partial_sql": lambda: sp.partial_sql(
+            f"SELECT * FROM {{0}}) TO '{target}'; COPY (SELECT 1", df),
+        "partial_sort": lambda: df.partial_sort(f"item) TO '{target}'; COPY (SELECT 1"),
+    }
+    with pytest.raises(SqlError):
+        attacks[operation]().count()
+    assert not target.exists()
+
+
+def test_trailing_comments_work(sp):
+    df = sp.from_items([1, 2, 3, 4])
+    assert df.filter("item > 2 -- keep the big ones").count() == 2
+    assert df.map("item * 10 AS x -- ten times").to_arrow()["x"].to_pylist() == [10, 20, 30, 40]
+    assert sp.partial_sql("SELECT count(*) AS c FROM {0} -- all\n;", df).take_all() == \
+        [{"c": 4}]
+    assert df.filter("item > 1").map("item AS y -- one\n").filter("y < 4 /* two */") \
+        .count() == 2
+
+
+def test_statements_other_than_a_query_are_refused(sp, tmp_path):
+    df = sp.from_items([1])
+    for sql in (f"COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'", "ATTACH 'x.db'",
+                "SELECT 1; SELECT 2"):
+        with pytest.raises(SqlError):
+            sp.partial_sql(sql, df)
+    with pytest.raises(SqlError, match="statement 1"):
+        sp.partial_sql([f"COPY (SELECT 1) TO '{tmp_path / 'y.csv'}'", "SELECT * FROM {0}"], df)
+    assert not list(tmp_path.glob("*.csv"))
