@@ -207,7 +207,7 @@ class DataFrame:
         tables = [read_slices(part) for part in parts if part]
         if not tables:
             return pa.table({})
-        table = pa.concat_tables(tables, promote_options="default")
+        table = pa.concat_tables(tables, promote_options="permissive")
         return table if _raw(self._node) else to_large(table)
 
     def to_pandas(self):
