@@ -7,6 +7,7 @@ import hashlib
 import os
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,10 @@ class Session:
         self._listeners: list[Callable[[TaskEvent], None]] = []
         self._actions: list[dict] = []
         self._closed = False
-        atexit.register(self._shutdown_at_exit)
+        # a script without shutdown() leaves no scratch behind; a weak reference, so that
+        # sessions a notebook drops can still be garbage-collected
+        self._at_exit = _shutdown_at_exit(weakref.ref(self))
+        atexit.register(self._at_exit)
         if config.runner == "local":
             self._get_runner()  # start warm workers now, while the user builds the plan
 
@@ -233,19 +237,13 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        atexit.unregister(self._shutdown_at_exit)
+        atexit.unregister(self._at_exit)
         try:
             if self._runner is not None:
                 self._runner.shutdown()
         finally:
             self._area.close()
             self._write_status()
-
-    def _shutdown_at_exit(self) -> None:
-        try:
-            self.shutdown()
-        except Exception:  # the interpreter is going away: never raise from atexit
-            pass
 
     def __enter__(self) -> Session:
         return self
@@ -256,6 +254,18 @@ class Session:
     def __repr__(self) -> str:
         return (f"Session(runner={self.config.runner!r}, data_root={self.config.data_root!r}, "
                 f"num_executors={self.config.num_executors})")
+
+
+def _shutdown_at_exit(ref: weakref.ref) -> Callable[[], None]:
+    def shutdown() -> None:
+        session = ref()
+        if session is not None:
+            try:
+                session.shutdown()
+            except Exception:  # the interpreter is going away: never raise from atexit
+                pass
+
+    return shutdown
 
 
 def _check_options(kwargs: dict) -> None:
