@@ -71,7 +71,7 @@ class Task:
 class OutputFile:
     """One committed file; `buckets` maps a shuffle destination to its row groups.
 
-    `mtime_ns` and `crc32` are recorded at commit, so that a reused file that changed since
+    `mtime_ns` and `checksum` are recorded at commit, so that a reused file that changed since
     (rewritten in place, truncated, flipped bytes) is detected and its task run again.
     """
 
@@ -80,7 +80,7 @@ class OutputFile:
     num_bytes: int
     buckets: dict[int, tuple[int, ...]] | None = None
     mtime_ns: int | None = None
-    crc32: int | None = None
+    checksum: str | None = None  # "<algorithm>:<hex digest>"
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class TaskOutput:
             "elapsed": self.elapsed,
             "files": [
                 {"name": f.name, "num_rows": f.num_rows, "num_bytes": f.num_bytes,
-                 "mtime_ns": f.mtime_ns, "crc32": f.crc32,
+                 "mtime_ns": f.mtime_ns, "checksum": f.checksum,
                  "buckets": None if f.buckets is None
                  else {str(k): list(v) for k, v in f.buckets.items()}}
                 for f in self.files
@@ -139,7 +139,7 @@ class TaskOutput:
                 OutputFile(f["name"], int(f["num_rows"]), int(f["num_bytes"]),
                            None if f["buckets"] is None
                            else {int(k): tuple(v) for k, v in f["buckets"].items()},
-                           f.get("mtime_ns"), f.get("crc32"))
+                           f.get("mtime_ns"), f.get("checksum"))
                 for f in data["files"]
             )
             return cls(data["key"], directory, files, data.get("elapsed", 0.0), reused)

@@ -86,7 +86,7 @@ def needed_tasks(graph: TaskGraph, data_root: str, force: frozenset[str],
 
 
 def _state(output: TaskOutput) -> tuple:
-    return tuple((f.name, f.num_bytes, f.mtime_ns, f.crc32) for f in output.files)
+    return tuple((f.name, f.num_bytes, f.mtime_ns, f.checksum) for f in output.files)
 
 
 class Runner(abc.ABC):
