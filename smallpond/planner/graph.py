@@ -85,13 +85,23 @@ class OutputFile:
 
 @dataclass(frozen=True)
 class TaskOutput:
-    """What a committed task produced; recorded in its manifest entry."""
+    """What a committed task produced; recorded in its manifest entry.
+
+    The fields after `reused` describe the run that produced it (not in the manifest): the
+    worker (`host:pid`), wall-clock start and end of its kernel, the worker's peak resident
+    bytes during the task, and what the kernel printed or logged.
+    """
 
     key: str
     directory: str
     files: tuple[OutputFile, ...]
     elapsed: float = 0.0
     reused: bool = False
+    worker: str = ""
+    started: float = 0.0
+    ended: float = 0.0
+    peak_rss: int = 0
+    logs: str = ""
 
     @property
     def num_rows(self) -> int:

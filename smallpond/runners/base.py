@@ -9,8 +9,9 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from smallpond.config import Config
@@ -24,7 +25,13 @@ __all__ = ["Runner", "TaskEvent", "WorkerLost", "resolve_inputs", "needed_tasks"
 
 @dataclass(frozen=True)
 class TaskEvent:
-    """A progress event: a task was submitted, finished, reused, retried or failed."""
+    """A progress event: a task is pending, was submitted, finished, reused, retried or failed.
+
+    Every task of a job gets either `reused` or `pending` first (before any `submitted`), so a
+    listener knows the job's size up front. A `finished` event carries the worker (`host:pid`),
+    the kernel's wall-clock start and end, the worker's peak resident bytes during the task
+    and what the task printed or logged (`logs`); `at` is when the driver saw the event.
+    """
 
     kind: str
     stage: str
@@ -34,6 +41,19 @@ class TaskEvent:
     bytes: int = 0
     elapsed: float = 0.0
     error: str | None = None
+    worker: str = ""
+    started: float = 0.0
+    ended: float = 0.0
+    peak_rss: int = 0
+    logs: str = ""
+    at: float = field(default_factory=time.time)
+
+    @classmethod
+    def finished(cls, task: Task, output: TaskOutput) -> TaskEvent:
+        return cls("finished", task.stage, task.partition, task.key, output.num_rows,
+                   output.num_bytes, output.elapsed, worker=output.worker,
+                   started=output.started, ended=output.ended, peak_rss=output.peak_rss,
+                   logs=output.logs)
 
 
 class WorkerLost(Exception):
@@ -157,6 +177,8 @@ class Runner(abc.ABC):
             task = graph.tasks[key]
             emit(TaskEvent("reused", task.stage, task.partition, key, output.num_rows,
                            output.num_bytes))
+        for key, task in needed.items():
+            emit(TaskEvent("pending", task.stage, task.partition, key))
         waiting = {key: {d for d in task.deps if d in needed} for key, task in needed.items()}
         dependents: dict[str, list[str]] = {key: [] for key in needed}
         for key, deps in waiting.items():
@@ -196,15 +218,15 @@ class Runner(abc.ABC):
                         continue
                     if isinstance(result, BaseException):
                         emit(TaskEvent("failed", task.stage, task.partition, key,
-                                       error=str(result).splitlines()[0] if str(result) else ""))
+                                       error=str(result).splitlines()[0] if str(result) else "",
+                                       logs=getattr(result, "output", "") or ""))
                         if isinstance(result, UserFunctionError):
                             raise as_user_exception(result)
                         raise result
                     outputs[key] = result
                     self._verified[key] = _state(result)  # written by this session just now
                     remaining -= 1
-                    emit(TaskEvent("finished", task.stage, task.partition, key, result.num_rows,
-                                   result.num_bytes, result.elapsed))
+                    emit(TaskEvent.finished(task, result))
                     for child in dependents[key]:
                         waiting[child].discard(key)
                         if not waiting[child]:

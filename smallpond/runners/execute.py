@@ -33,6 +33,7 @@ from smallpond.io.files import FileSlice
 from smallpond.kernels import get_kernel
 from smallpond.kernels.context import TaskContext
 from smallpond.planner.graph import OutputFile, Task, TaskOutput
+from smallpond.runners.capture import TaskCapture, attach_output
 
 __all__ = [
     "ExecSettings",
@@ -162,12 +163,14 @@ def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],
     spill = os.path.join(settings.scratch_dir, "spill", os.path.basename(staging))
     ctx = TaskContext(output_dir=staging, spill_dir=spill, memory_limit=settings.memory_limit,
                       threads=settings.threads, stage=task.stage, partition=task.partition)
+    capture = TaskCapture()  # what the kernel prints and logs, its worker, times and peak memory
     try:
         kernel = get_kernel(task.kernel)
-        files = kernel(task.params, inputs, ctx)
+        with capture:
+            files = kernel(task.params, inputs, ctx)
         outputs = tuple(_committed_file(staging, f) for f in files)
         output = TaskOutput(task.key, settings.final_dir(task.key), outputs,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, **capture.fields())
         write_json_atomic(os.path.join(staging, MANIFEST_NAME), output.to_json())
         if not commit_dir(staging, output.directory, replace=replace):
             return load_committed(settings.data_root, task.key) or output
@@ -176,7 +179,7 @@ def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],
         remove_tree(staging)
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
-        raise typed_error(error, task, inputs, ctx) from None
+        raise attach_output(typed_error(error, task, inputs, ctx), capture.text) from None
     finally:
         remove_tree(spill)
 
