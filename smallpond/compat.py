@@ -32,7 +32,8 @@ IGNORED_STAGE_OPTIONS = {
     "streaming_batch_size", "secs_checkpoint_interval", "use_duckdb_reader",
 }
 USED_INIT_OPTIONS = {"memory_per_task", "partitions", "max_retries", "ray_num_cpus",
-                     "verify", "random_seed", "env_overrides", "fault_inject_prob"}
+                     "verify", "random_seed", "env_overrides", "fault_inject_prob",
+                     "progress", "cache_budget"}
 IGNORED_INIT_OPTIONS = {
     "bind_numa_node", "platform", "_remove_output_root", "memory_allocator",
     "enforce_memory_limit", "max_usable_cpu_count", "max_usable_gpu_count",

@@ -258,7 +258,7 @@ def compute_many(session: Session, dfs: Sequence[DataFrame]) -> list[list[list[F
     for df, parts in zip(dfs, parts_per_df):
         if df._recompute:
             force |= _reachable(graph, parts)
-    outputs = session.run_graph(graph, frozenset(force))
+    outputs = session.run_graph(graph, frozenset(force), dfs)
     movable = _movable_outputs(graph, dfs, parts_per_df, outputs)
     results = []
     for df, parts in zip(dfs, parts_per_df):

@@ -196,14 +196,19 @@ class Session:
             return "digraph smallpond {}"
         return to_dot(self._last_graph)
 
-    def run_graph(self, graph, force: frozenset[str] = frozenset()) -> dict:
-        """Run a task graph on this session's runner; record the action's outcome."""
+    def run_graph(self, graph, force: frozenset[str] = frozenset(), what=None) -> dict:
+        """Run a task graph on this session's runner; record the action's outcome.
+
+        `what` names the action in its progress display and run record (the DataFrames it
+        computes, or a text)."""
+        from smallpond.report.job import run_job
+
         self._last_graph = graph
         self._area.pin(graph.tasks)
         started = time.time()
         outcome = "failed"
         try:
-            outputs = self.runner.run(graph, force, self._on_event)
+            outputs = run_job(self, graph, force, what)  # the runner, with its observers
             outcome = "success"
             return outputs
         except KeyboardInterrupt:
@@ -254,6 +259,16 @@ class Session:
     def __repr__(self) -> str:
         return (f"Session(runner={self.config.runner!r}, data_root={self.config.data_root!r}, "
                 f"num_executors={self.config.num_executors})")
+
+    # -- observability ----------------------------------------------------------------------
+    @property
+    def progress(self):
+        """Progress display: None (auto: terminal or notebook), True (always) or False."""
+        return getattr(self, "_progress", self.config.extra.get("progress"))
+
+    @progress.setter
+    def progress(self, value) -> None:
+        self._progress = value
 
 
 def _shutdown_at_exit(ref: weakref.ref) -> Callable[[], None]:

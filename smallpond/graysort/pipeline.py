@@ -98,7 +98,7 @@ def run_pipeline(sp: Session, output: str, ranges: list[list], identities: list[
     then skip computing it)."""
     graph, maps, reduces = plan_pipeline(ranges, identities, partitions, mappers or partitions,
                                          checksum=checksum)
-    outputs = sp.run_graph(graph)
+    outputs = sp.run_graph(graph, what="graysort")
     parts = [outputs[r.key].slices(None) for r in reduces]
     movable = {outputs[r.key].path(f): outputs[r.key].directory
                for r in reduces for f in outputs[r.key].files}
