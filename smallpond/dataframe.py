@@ -238,13 +238,50 @@ class DataFrame:
         return infer_schema(self._node)
 
     def __repr__(self) -> str:
+        schema, problem = self._schema_or_problem()
+        head = ", ".join(f"{f.name}: {f.type}" for f in schema) if schema is not None \
+            else problem
+        return f"DataFrame[{head}] ({self.num_partitions} partitions)\n{plan_tree(self._node)}"
+
+    def _schema_or_problem(self) -> tuple[pa.Schema | None, str]:
+        """The schema, or why it is not known before running; never raises, never runs."""
         try:
             schema = self.schema
-        except Exception:  # repr must never raise
-            schema = None
-        head = ", ".join(f"{f.name}: {f.type}" for f in schema) if schema is not None \
-            else "schema known after running"
-        return f"DataFrame[{head}] ({self.num_partitions} partitions)\n{plan_tree(self._node)}"
+        except Exception as error:  # repr must never raise: say what is wrong instead
+            text = str(error).strip()
+            return None, f"schema unavailable: {text.splitlines()[0] if text else error!r}"
+        return schema, "" if schema is not None else "schema known after running"
+
+    # -- looking at data (smallpond/preview.py) ---------------------------------------------
+    def head(self, n: int = 5) -> pa.Table:
+        """The first `n` rows as a pyarrow Table, computing only the partitions they need."""
+        from smallpond.preview import head
+
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise PlanError(f"head needs a non-negative integer, got {n!r}")
+        return head(self, n)
+
+    def show(self, n: int = 20) -> None:
+        """Print the first `n` rows (an HTML table in a notebook); computes only what they need."""
+        from smallpond.preview import show
+
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise PlanError(f"show needs a non-negative integer, got {n!r}")
+        show(self, n)
+
+    def graph(self):
+        """The plan's stages as a graph (inline SVG in notebooks), annotated with each stage's
+        time, rows, bytes and peak memory once it ran: a graphviz.Digraph when graphviz is
+        installed, else a PlanGraph drawn without it."""
+        from smallpond.report.graph import plan_graph
+        from smallpond.report.job import stage_stats
+
+        return plan_graph(Planner().plan(optimize(self._node)), stage_stats(self.session))
+
+    def _repr_html_(self) -> str:
+        from smallpond.preview import dataframe_html
+
+        return dataframe_html(self)
 
 
 def compute_many(session: Session, dfs: Sequence[DataFrame]) -> list[list[list[FileSlice]]]:
