@@ -22,6 +22,7 @@ __all__ = [
     "Repartition",
     "Limit",
     "KernelMap",
+    "PartitionSlice",
     "ReadOptions",
     "SHUFFLE_METHODS",
 ]
@@ -255,3 +256,25 @@ class KernelMap(OneInput):
 
     def describe(self) -> str:
         return f"kernel {self.kernel}"
+
+
+@dataclass(frozen=True, eq=False)
+class PartitionSlice(OneInput):
+    """Partitions `start` .. `stop - 1` of the source, as they are (what a preview reads first:
+    only the tasks those partitions need run)."""
+
+    source: Node
+    start: int
+    stop: int
+
+    def __post_init__(self):
+        if not 0 <= self.start < self.stop <= self.source.num_partitions:
+            raise PlanError(f"partition slice {self.start}:{self.stop} is outside 0:"
+                            f"{self.source.num_partitions}")
+
+    @property
+    def num_partitions(self) -> int:
+        return self.stop - self.start
+
+    def describe(self) -> str:
+        return f"partitions {self.start}..{self.stop - 1}"

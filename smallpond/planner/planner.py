@@ -11,6 +11,7 @@ from smallpond.logical.nodes import (
     KernelMap,
     Limit,
     Node,
+    PartitionSlice,
     PythonMap,
     Repartition,
     Scan,
@@ -225,6 +226,10 @@ class Planner:
         mappers = [self._add(stage, i, "shuffle", params, (part, (TaskSlice(bounds.key),)))
                    for i, part in enumerate(source.parts)]
         return [tuple(TaskSlice(m.key, j) for m in mappers) for j in range(node.n)]
+
+    def visit_PartitionSlice(self, node: PartitionSlice) -> Planned:
+        source = self.visit(node.source)
+        return Planned(source.parts[node.start:node.stop], source.read)
 
     def visit_Limit(self, node: Limit) -> Planned:
         source = self.visit(node.source)
