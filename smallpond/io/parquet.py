@@ -40,7 +40,8 @@ def read_schema(path: str) -> pa.Schema:
 
 
 def check_same_schema(paths: Sequence[str], union_by_name: bool = False) -> pa.Schema | None:
-    """Check that all files share one schema (names and types); return it.
+    """Check that all files share one schema (names and types, whatever their nullability);
+    return it.
 
     With union_by_name, columns may differ by presence but a shared column must share its type.
     """
@@ -56,12 +57,12 @@ def check_same_schema(paths: Sequence[str], union_by_name: bool = False) -> pa.S
         if union_by_name:
             for field in schema:
                 known = fields.get(field.name)
-                if known is not None and known != field.type:
+                if known is not None and _nullable(known) != _nullable(field.type):
                     raise SchemaMismatchError(
                         f"column {field.name!r} is {field.type} in {path!r} but {known} in "
                         f"{first_path!r}", path=path)
                 fields.setdefault(field.name, field.type)
-        elif not schema.equals(first, check_metadata=False):
+        elif not _same_types(schema, first):
             raise SchemaMismatchError(
                 f"schema of {path!r} ({_describe(schema)}) differs from {first_path!r} "
                 f"({_describe(first)}); pass union_by_name=True to unify by column name",
@@ -69,6 +70,27 @@ def check_same_schema(paths: Sequence[str], union_by_name: bool = False) -> pa.S
     if union_by_name and first is not None:
         return pa.schema(list(fields.items()))
     return first
+
+
+def _nullable(type_: pa.DataType) -> pa.DataType:
+    """The type with every nested field nullable: writers mark columns without nulls as
+    required (DuckDB does so per file), which says nothing about the data's type."""
+    if pa.types.is_struct(type_):
+        return pa.struct([pa.field(f.name, _nullable(f.type)) for f in type_])
+    if pa.types.is_map(type_):
+        return pa.map_(_nullable(type_.key_type), _nullable(type_.item_type))
+    if pa.types.is_large_list(type_):
+        return pa.large_list(_nullable(type_.value_type))
+    if pa.types.is_fixed_size_list(type_):
+        return pa.list_(_nullable(type_.value_type), type_.list_size)
+    if pa.types.is_list(type_):
+        return pa.list_(_nullable(type_.value_type))
+    return type_
+
+
+def _same_types(a: pa.Schema, b: pa.Schema) -> bool:
+    return a.names == b.names and all(
+        _nullable(x.type) == _nullable(y.type) for x, y in zip(a, b))
 
 
 def _describe(schema: pa.Schema) -> str:
