@@ -3,8 +3,8 @@
 Only committed task folders (`data_root/tasks/<kernel>-<24 hex digits>`) and run records
 (`data_root/runs/<job id>`) are ever removed; anything else under data_root (sources, staging,
 spill, session folders, files a user put there) is listed but left alone. A task that a live
-session may be using is never removed: those pinned by a live session (`sessions/<id>/pins.json`)
-and every task of an action still running in a live process (its run record says so).
+session may be using is never removed (a running action pins its tasks in
+`sessions/<id>/pins.json`), nor the records of a job whose session is still open.
 
 A task's "last used" time is its folder's modification time: set when it committed, and touched
 again whenever an action reuses it.
@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterable
@@ -26,11 +25,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from smallpond.session import Session
 
-__all__ = ["TaskEntry", "JobEntry", "CacheListing", "scan", "evict", "pinned_keys",
-           "parse_age", "after_action", "cache_budget", "is_live"]
+__all__ = ["TaskEntry", "JobEntry", "CacheListing", "Eviction", "scan", "evict", "pinned_keys",
+           "parse_age", "after_action", "cache_budget"]
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.]+-[0-9a-f]{24}$")
-_REMOTE_RUNNING_TTL = 24 * 3600  # a running action on another host counts as live this long
 
 
 @dataclass
@@ -76,25 +74,11 @@ class CacheListing:
 
 
 # -- liveness and pins ------------------------------------------------------------------------
-def is_live(host: str | None, pid: int | None, started: float | None) -> bool:
-    """Whether the process `pid` on `host` (that started before `started`) still runs."""
-    if not pid:
-        return False
-    if host and host != socket.gethostname():
-        return started is not None and time.time() - started < _REMOTE_RUNNING_TTL
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        import psutil
+def pinned_keys(data_root: str) -> set[str]:
+    """Keys no eviction may touch: what running actions of live sessions need."""
+    from smallpond.io.sessions import pinned_task_keys
 
-        created = psutil.Process(int(pid)).create_time()
-        return started is None or created <= started + 1
-    except Exception:  # psutil missing or the process just ended: trust kill(0)
-        return True
+    return pinned_task_keys(data_root)
 
 
 def _read_json(path: str) -> Any:
@@ -105,46 +89,11 @@ def _read_json(path: str) -> Any:
         return None
 
 
-def _session_pins(data_root: str) -> set[str]:
-    """Task keys pinned by live sessions: `sessions/<id>/pins.json` of sessions whose owner
-    (`owner.json`: host, pid, start time) is alive."""
-    try:
-        from smallpond.io import sessions as session_folders  # the session folders' owner
-    except ImportError:
-        session_folders = None
-    keys: set[str] = set()
-    root = os.path.join(data_root, "sessions")
-    if session_folders is not None and hasattr(session_folders, "live_sessions"):
-        folders = [os.path.join(root, str(s)) if not os.path.isabs(str(s)) else str(s)
-                   for s in session_folders.live_sessions(data_root)]
-    else:
-        folders = []
-        for entry in _subdirs(root):
-            owner = _read_json(os.path.join(entry, "owner.json")) or {}
-            if is_live(owner.get("host"), owner.get("pid"),
-                       owner.get("start_time") or owner.get("started")):
-                folders.append(entry)
-    for folder in folders:
-        pins = _read_json(os.path.join(folder, "pins.json"))
-        if isinstance(pins, list):
-            keys.update(str(k) for k in pins)
-    return keys
-
-
 def _subdirs(folder: str) -> list[str]:
     try:
         return [e.path for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
     except OSError:
         return []
-
-
-def pinned_keys(data_root: str, jobs: dict[str, JobEntry] | None = None) -> set[str]:
-    """Keys no eviction may touch: live sessions' pins and live running actions' tasks."""
-    keys = _session_pins(data_root)
-    for job in (jobs if jobs is not None else _scan_jobs(data_root)).values():
-        if job.live:
-            keys |= job.running_keys  # type: ignore[attr-defined]
-    return keys
 
 
 # -- scanning ---------------------------------------------------------------------------------
@@ -178,36 +127,36 @@ def _scan_tasks(data_root: str) -> dict[str, TaskEntry]:
 
 
 def _scan_jobs(data_root: str) -> dict[str, JobEntry]:
+    from smallpond.io.sessions import live_sessions, owner_alive
+
+    live_areas = {os.path.basename(p) for p in live_sessions(data_root)}
     jobs = {}
     for path in _subdirs(os.path.join(data_root, "runs")):
         job_id = os.path.basename(path)
-        records, running = [], set()
-        live = False
+        records = []
         actions_dir = os.path.join(path, "actions")
         names = sorted(os.listdir(actions_dir)) if os.path.isdir(actions_dir) else []
         for name in names:
             record = _read_json(os.path.join(actions_dir, name))
-            if not isinstance(record, dict):
-                continue
-            records.append(record)
-            if record.get("status") == "running" and is_live(
-                    record.get("host"), record.get("pid"), record.get("started")):
-                live = True
-                running.update(record.get("keys", ()))
-        status_file = _read_json(os.path.join(path, "status.json")) or {}
-        keys = {t["key"] for r in records for t in r.get("tasks", ())} | running
+            if isinstance(record, dict):
+                records.append(record)
+        status = _read_json(os.path.join(path, "status.json")) or {}
+        # open: its session has not shut down and still lives (or never wrote a status yet)
+        live = (not status.get("closed") and status.get("session_id") in live_areas) or (
+            not status and any(r.get("status") == "running" and owner_alive(r, None)
+                               for r in records))
+        keys = {t["key"] for r in records for t in r.get("tasks", ())}
         stamps = [r.get("ended") or r.get("started") or 0 for r in records]
         try:
             stamps.append(os.stat(path).st_mtime)
         except OSError:
             continue
-        status = status_file.get("status") or ("running" if live else
-                                               records[-1].get("status", "?") if records else "?")
-        job = JobEntry(job_id, path, status, len(records),
-                       min((r.get("started") for r in records if r.get("started")), default=None),
-                       max(stamps), keys, live)
-        job.running_keys = running  # type: ignore[attr-defined]
-        jobs[job_id] = job
+        state = "running" if live else status.get("status") or (
+            records[-1].get("status", "?") if records else "?")
+        jobs[job_id] = JobEntry(
+            job_id, path, state, sum(r.get("status") != "running" for r in records),
+            min((r["started"] for r in records if r.get("started")), default=None),
+            max(stamps), keys, live)
     return jobs
 
 
@@ -215,7 +164,7 @@ def scan(data_root: str) -> CacheListing:
     """What data_root holds: committed tasks, job records and the other folders' sizes."""
     tasks = _scan_tasks(data_root)
     jobs = _scan_jobs(data_root)
-    for key in pinned_keys(data_root, jobs):
+    for key in pinned_keys(data_root):
         if key in tasks:
             tasks[key].pinned = True
     other = {}

@@ -185,5 +185,15 @@ def _attach_graysort_tools() -> None:
 _attach_graysort_tools()
 
 
+def _attach_obs_tools() -> None:
+    from smallpond.obs_cli import cache_group, report_command
+
+    main.add_command(report_command)
+    main.add_command(cache_group)
+
+
+_attach_obs_tools()
+
+
 if __name__ == "__main__":
     main()

@@ -276,7 +276,8 @@ class DataFrame:
         from smallpond.report.graph import plan_graph
         from smallpond.report.job import stage_stats
 
-        return plan_graph(Planner().plan(optimize(self._node)), stage_stats(self.session))
+        planner = Planner(self.session.scope)
+        return plan_graph(planner.plan(optimize(self._node)), stage_stats(self.session))
 
     def _repr_html_(self) -> str:
         from smallpond.preview import dataframe_html

@@ -96,8 +96,10 @@ def show(df: DataFrame, n: int) -> None:
 def committed_parts(df: DataFrame) -> list[list[FileSlice]] | None:
     """The files of each output partition when every task they come from has committed
     (nothing runs); None otherwise."""
-    planner = Planner()
-    parts = planner.add_output(optimize(df._node))
+    from smallpond.dataframe import _raw
+
+    planner = Planner(df.session.scope)  # the same task keys as the actions
+    parts = planner.add_output(optimize(df._node), materialize=not _raw(df._node))
     data_root = df.session.config.data_root
     outputs = {}
     for key in {s.task for part in parts for s in part if isinstance(s, TaskSlice)}:
@@ -143,7 +145,7 @@ def dataframe_html(df: DataFrame) -> str:
                        f"<th>type</th></tr></thead><tbody>{columns}</tbody></table>")
     else:
         schema_html = f"<p><i>{escape(problem)}</i></p>"
-    parts = n = df.num_partitions
+    n = df.num_partitions
     rows_html = ("<p><i>Not computed yet: <code>df.show()</code> or <code>df.head()</code> "
                  "computes the first rows (only the partitions they need).</i></p>")
     try:
@@ -158,7 +160,7 @@ def dataframe_html(df: DataFrame) -> str:
         else:
             rows_html = "<p>Computed: no rows.</p>"
     plan = escape(plan_tree(df._node))
-    return (f'<div class="smallpond-dataframe"><b>DataFrame</b> · {parts} partition'
+    return (f'<div class="smallpond-dataframe"><b>DataFrame</b> · {n} partition'
             f'{"s" if n != 1 else ""}{schema_html}'
             f"<details><summary>plan</summary><pre>{plan}</pre></details>{rows_html}</div>")
 

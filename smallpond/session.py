@@ -188,13 +188,15 @@ class Session:
 
         compute_many(self, list(dfs))
 
-    def graph(self) -> str:
-        """The last executed task graph in Graphviz DOT text."""
-        from smallpond.planner.display import to_dot
+    def graph(self):
+        """The stages of the last executed task graph, annotated with their figures: a
+        graphviz.Digraph when graphviz is installed (as in 0.15), else a PlanGraph; `str()`
+        of either is the DOT text."""
+        from smallpond.planner.graph import TaskGraph
+        from smallpond.report.graph import plan_graph
+        from smallpond.report.job import stage_stats
 
-        if self._last_graph is None:
-            return "digraph smallpond {}"
-        return to_dot(self._last_graph)
+        return plan_graph(self._last_graph or TaskGraph(), stage_stats(self))
 
     def run_graph(self, graph, force: frozenset[str] = frozenset(), what=None) -> dict:
         """Run a task graph on this session's runner; record the action's outcome.
@@ -269,6 +271,73 @@ class Session:
     @progress.setter
     def progress(self, value) -> None:
         self._progress = value
+
+    def report(self, job_id: str | None = None):
+        """The run report of this session's job (or another job on this data_root): every
+        action's stages, tasks per worker over time, rows, bytes, retries and reuse. Shows as
+        HTML in a notebook; `.save(path)` writes a self-contained page."""
+        from smallpond.report.html import load_report
+
+        return load_report(self.config.data_root, job_id or self.job_id)
+
+    def logs(self, stage: str | None = None, partition: int | None = None) -> str:
+        """What tasks of this session printed or logged (stdout, stderr, Python logging),
+        captured per task on either runner. `stage` is a stage name or its prefix (e.g.
+        "map" or "partial_sql"); `partition` a partition number. Tasks reused from earlier
+        runs did not run here and have no output."""
+        from smallpond.report.record import load_logs
+
+        blocks = []
+        for entry in load_logs(self.config.data_root, self.job_id):
+            name = entry["stage"]
+            if stage is not None and name != stage and name.rsplit("-", 1)[0] != stage \
+                    and not name.startswith(stage):
+                continue
+            if partition is not None and entry["partition"] != partition:
+                continue
+            status = "" if entry["status"] == "finished" else f" ({entry['status']})"
+            blocks.append(f"== {name}[{entry['partition']}]{status} ==\n"
+                          f"{entry['text'].rstrip()}")
+        return "\n".join(blocks)
+
+    def dump_graph(self, path: str | None = None) -> str:
+        """Draw the last executed plan's stages to a file (0.15 API): PNG with graphviz, SVG
+        without it; `path` without extension, by default data_root/runs/<job>/graph.
+        Returns the file written."""
+        from smallpond.report.graph import PlanGraph
+
+        path = path or os.path.join(self.config.runs_dir, self.job_id, "graph")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        graph = self.graph()
+        if isinstance(graph, PlanGraph):
+            return graph.render(path, format="svg")
+        return graph.render(path, format="png", cleanup=True)
+
+    def dump_timeline(self, path: str | None = None) -> list[str]:
+        """Write the tasks of this job's actions as Chrome trace-event JSON (0.15 API; open in
+        chrome://tracing or ui.perfetto.dev): `<path>_exec.json` grouped by worker and
+        `<path>_plan.json` grouped by stage; by default under data_root/runs/<job>/.
+        Returns the two paths."""
+        import json
+
+        from smallpond.report.record import load_records
+        from smallpond.report.timeline import trace_events
+
+        path = path or os.path.join(self.config.runs_dir, self.job_id, "timeline")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        records = load_records(self.config.data_root, self.job_id)
+        written = []
+        for suffix, group in (("exec", "worker"), ("plan", "stage")):
+            target = f"{path}_{suffix}.json"
+            with open(target, "w") as handle:
+                json.dump(trace_events(records, group), handle)
+            written.append(target)
+        return written
+
+    def _repr_html_(self) -> str:
+        from smallpond.preview import session_html
+
+        return session_html(self)
 
 
 def _shutdown_at_exit(ref: weakref.ref) -> Callable[[], None]:

@@ -46,8 +46,9 @@ def _check_sequences(events: list[TaskEvent]) -> dict[str, list[str]]:
 def test_events_are_complete_and_ordered(sp):
     df = sp.from_items([{"k": i % 7, "v": i} for i in range(500)])
     shuffled = df.repartition(3, hash_by="k")
-    plain = sp.partial_sql("SELECT k, sum(v) AS s FROM {0} GROUP BY k", shuffled)
-    events, rows = _run_recorded(sp, plain.recompute().take_all)
+    sql = "SELECT k, sum(v) AS s FROM {0} GROUP BY k"
+    events, rows = _run_recorded(sp, sp.partial_sql(sql, shuffled).recompute().take_all)
+    plain = sp.partial_sql(sql, shuffled)
     by_key = _check_sequences(events)
     finished = [e for e in events if e.kind == "finished"]
     assert len(finished) == len(by_key)  # recompute: every task ran
@@ -86,8 +87,9 @@ def test_forced_progress_prints_every_stage(sp, capsys):
     sp.progress = True
     try:
         df = sp.from_items(list(range(100))).repartition(2, by_rows=True)
-        out = sp.partial_sql("SELECT item + 1 AS x FROM {0}", df)
-        events, _ = _run_recorded(sp, out.recompute().count)
+        sql = "SELECT item + 1 AS x FROM {0}"
+        events, _ = _run_recorded(sp, sp.partial_sql(sql, df).recompute().count)
+        out = sp.partial_sql(sql, df)
         text = capsys.readouterr().err
         assert "count" in text and "success" in text
         stages = {e.stage for e in events if e.kind == "finished"}

@@ -65,12 +65,9 @@ class JobRecorder:
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.action, self.path = _reserve(os.path.join(job_dir(data_root, job_id), "actions"))
         self.record: dict[str, Any] | None = None
-        # while it runs, the record names every task the action may read: cache eviction in
-        # another process keeps them as long as this process lives
         write_json_atomic(self.path, {
             "version": RECORD_VERSION, "job_id": job_id, "action": self.action, "label": label,
-            "status": "running", "started": self.started, "host": self.host, "pid": self.pid,
-            "keys": list(graph.tasks)})
+            "status": "running", "started": self.started, "host": self.host, "pid": self.pid})
 
     # -- events -------------------------------------------------------------------------------
     def on_event(self, event: TaskEvent) -> None:
