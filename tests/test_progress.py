@@ -163,3 +163,21 @@ def test_notebook_display_updates_one_output_in_place(sp, monkeypatch):
         sp.progress = None
     assert len(shown) >= 2 and "<progress" in shown[-1] and "success" in shown[-1]
     assert "partial_sql" in shown[-1] and "3/3" in shown[-1]
+
+
+def test_graysort_command_shows_progress(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from smallpond.cli import main
+
+    monkeypatch.setenv("SMALLPOND_PROGRESS", "1")
+    result = CliRunner().invoke(main, [
+        "graysort", "--records", "20000", "--output", str(tmp_path / "sorted"),
+        "--partitions", "2", "--runner", "local", "--data-root", str(tmp_path / "root"),
+        "--no-validate"])
+    assert result.exit_code == 0, result.output
+    assert "smallpond graysort · success" in result.stderr
+    for stage in ("graysort-bounds", "graysort-map", "graysort-sort"):
+        assert stage in result.stderr
+    assert "records: 20000" in result.stdout
+    assert "graysort-sort" not in result.stdout  # progress never mixes with the results
