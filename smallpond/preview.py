@@ -38,14 +38,17 @@ PREVIEW_ROWS = 10
 def head(df: DataFrame, n: int) -> pa.Table:
     """The first `n` rows, computing as few partitions as it takes."""
     from smallpond.dataframe import DataFrame
+    from smallpond.report.job import action_label, action_name
 
+    label = action_label([df]).replace("compute", "head", 1)
     limited = optimize(Limit(df._node, n))
     source = limited.source if isinstance(limited, Limit) else None
     total = source.num_partitions if source is not None else 1
     upto = 1
     while True:
         node = limited if upto >= total else Limit(PartitionSlice(source, 0, upto), n)
-        table = DataFrame(df.session, node, recompute=df._recompute).to_arrow()
+        with action_name(f"{label} ({n} rows, partitions 0-{upto - 1} of {total})"):
+            table = DataFrame(df.session, node, recompute=df._recompute).to_arrow()
         if table.num_rows >= n or upto >= total:
             return table
         if table.num_rows:  # about how many partitions n rows take, with a margin

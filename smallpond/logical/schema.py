@@ -169,8 +169,8 @@ class _Replay:
 def _connection() -> duckdb.DuckDBPyConnection:
     global _database
     if _database is None:
-        _database = duckdb.connect(":memory:")
-        _database.execute("SET enable_progress_bar = false")
+        _database = duckdb.connect(":memory:")  # (no progress bar setting: in Jupyter,
+        # DuckDB refuses to change it without ipywidgets; queries on empty inputs show none)
     return _database
 
 

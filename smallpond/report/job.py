@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -18,28 +20,41 @@ from smallpond.runners.base import TaskEvent
 if TYPE_CHECKING:
     from smallpond.session import Session
 
-__all__ = ["run_job", "action_label", "stage_stats"]
+__all__ = ["run_job", "action_label", "action_name", "stage_stats"]
 
 logger = logging.getLogger(__name__)
 
-_API_FILES = ("dataframe.py", "session.py", "preview.py")
+_API_FILES = ("dataframe.py", "session.py")
+_label: contextvars.ContextVar[str | None] = contextvars.ContextVar("smallpond_action",
+                                                                    default=None)
+
+
+@contextlib.contextmanager
+def action_name(label: str) -> Iterator[None]:
+    """Name the actions run inside (e.g. the rounds of one `head`)."""
+    token = _label.set(label)
+    try:
+        yield
+    finally:
+        _label.reset(token)
 
 
 def action_label(what: Any = None, depth: int = 2) -> str:
-    """`<action> <what it computes>`: the public API method that started the job (found on
-    the call stack) and the plans it computes (or `what` when it is a string)."""
+    """`<action> <what it computes>`: the outermost public DataFrame or Session method on the
+    call stack and the plans it computes (or `what` when it is a string)."""
     if isinstance(what, str):
         return what
+    if _label.get() is not None:
+        return _label.get()
     name = "compute"
     frame = sys._getframe(depth)
-    for _ in range(10):
+    for _ in range(12):
         if frame is None:
             break
         code = frame.f_code
         if (os.path.basename(code.co_filename) in _API_FILES
                 and not code.co_name.startswith("_") and code.co_name != "compute_many"):
-            name = code.co_name
-            break
+            name = code.co_name  # keep walking: the outermost one is what the user called
         frame = frame.f_back
     targets = []
     for df in what or ():
@@ -65,7 +80,10 @@ def _settings(session: Session) -> dict[str, Any]:
 
 def run_job(session: Session, graph: TaskGraph, force: frozenset[str] = frozenset(),
             what: Sequence[Any] | str | None = None) -> dict[str, TaskOutput]:
-    """Run `graph` on the session's runner, recording it and drawing its progress."""
+    """Run `graph` on the session's runner, recording it and drawing its progress (an
+    action with no task to run, such as a count from Parquet footers, is not recorded)."""
+    if not graph.tasks:
+        return session.runner.run(graph, force, session._on_event)
     label = action_label(what, depth=3)
     stages = list(graph_stages(graph))
     recorder = JobRecorder(graph, session.config.data_root, session.job_id, label,
