@@ -225,10 +225,12 @@ class DataFrame:
     # -- inspection -------------------------------------------------------------------------
     def explain(self, stage: str = "all") -> str:
         """The logical, optimized and physical plans as text (stage: logical|optimized|
-        physical|all)."""
+        physical|all); stages that ran in this session show their figures."""
+        from smallpond.report.job import stage_stats
+
         optimized = optimize(self._node)
         graph = Planner(self.session.scope).plan(optimized)
-        return explain_text(self._node, optimized, graph, stage)
+        return explain_text(self._node, optimized, graph, stage, stage_stats(self.session))
 
     @property
     def schema(self) -> pa.Schema | None:

@@ -161,7 +161,7 @@ def _stats_in(text: str) -> bool:
 def test_graph_is_annotated_after_running(sp, monkeypatch):
     agg = _job(sp, "graph")  # a plan no other test ran in this session
     before = agg.graph()
-    assert not _stats_in(str(before))
+    assert not _stats_in(str(before)) and "[ran " not in agg.explain("physical")
     agg.recompute().count()
     after = agg.graph()
     stage_names = {s["name"] for s in _latest(sp)["stages"]}
@@ -178,6 +178,9 @@ def test_graph_is_annotated_after_running(sp, monkeypatch):
     labels = "".join(svg.itertext())
     assert all(name in labels for name in stage_names) and _stats_in(labels)
     assert str(sp.graph()).startswith("digraph")
+    physical = agg.explain("physical")
+    assert all(f"stage {name}" in physical for name in stage_names)
+    assert physical.count("[ran ") == len(stage_names)
 
 
 @pytest.mark.skipif(not graphviz_available(), reason="graphviz (dot) not installed: .ci/run "
