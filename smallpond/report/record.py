@@ -34,19 +34,29 @@ def job_dir(data_root: str, job_id: str) -> str:
     return os.path.join(data_root, "runs", job_id)
 
 
-def _reserve(folder: str) -> tuple[int, str]:
-    """The next free action number in `folder`, claimed by creating its file exclusively."""
-    os.makedirs(folder, exist_ok=True)
-    numbers = [int(os.path.basename(p)[:4]) for p in glob.glob(os.path.join(folder, "*.json"))
-               if os.path.basename(p)[:4].isdigit()]
-    number = max(numbers, default=0) + 1
+_next_number: dict[str, int] = {}  # actions folder -> next number to try (this process)
+
+
+def _reserve(folder: str, content: dict) -> tuple[int, str]:
+    """The next free action number in `folder`, claimed by creating its file exclusively
+    (with `content`, the record of the running action)."""
+    number = _next_number.get(folder)
+    if number is None:
+        os.makedirs(folder, exist_ok=True)
+        numbers = [int(os.path.basename(p)[:4]) for p in glob.glob(os.path.join(folder, "*.json"))
+                   if os.path.basename(p)[:4].isdigit()]
+        number = max(numbers, default=0) + 1
     while True:
         path = os.path.join(folder, f"{number:04d}.json")
         try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            return number, path
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:  # another session with the same job id took it
             number += 1
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump({**content, "action": number}, handle)
+        _next_number[folder] = number + 1
+        return number, path
 
 
 class JobRecorder:
@@ -63,11 +73,11 @@ class JobRecorder:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.logs: dict[str, dict[str, Any]] = {}
         self.host, self.pid = socket.gethostname(), os.getpid()
-        self.action, self.path = _reserve(os.path.join(job_dir(data_root, job_id), "actions"))
+        self.action, self.path = _reserve(
+            os.path.join(job_dir(data_root, job_id), "actions"),
+            {"version": RECORD_VERSION, "job_id": job_id, "label": label, "status": "running",
+             "started": self.started, "host": self.host, "pid": self.pid})
         self.record: dict[str, Any] | None = None
-        write_json_atomic(self.path, {
-            "version": RECORD_VERSION, "job_id": job_id, "action": self.action, "label": label,
-            "status": "running", "started": self.started, "host": self.host, "pid": self.pid})
 
     # -- events -------------------------------------------------------------------------------
     def on_event(self, event: TaskEvent) -> None:
