@@ -130,6 +130,7 @@ def test_html_report_is_valid_and_names_every_stage(sp, tmp_path):
     assert "http://" not in target.read_text().replace("http://www.w3.org/2000/svg", "")
     notebook = sp.report()._repr_html_()
     assert all(stage in notebook for stage in stages)
+    assert "body {" not in notebook  # its styles stay inside the report in a notebook
     assert sp.job_id in str(sp.report())
 
 

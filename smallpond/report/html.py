@@ -18,17 +18,20 @@ from smallpond.report.timeline import stage_color, timeline_svg
 
 __all__ = ["Report", "load_report"]
 
+_PAGE_CSS = "body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }"
+# scoped to the report, so that a notebook's own page keeps its look
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-table.sp { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 13px; }
-table.sp th, table.sp td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
-table.sp th { background: #f4f4f4; }
-table.sp td.l, table.sp th.l { text-align: left; }
-span.swatch { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.4em; }
-.failed { color: #b00020; }
-details { margin: 0.6em 0; }
-summary { cursor: pointer; font-weight: 600; }
-code { font-size: 12px; }
+.smallpond-report table.sp { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 13px; }
+.smallpond-report table.sp th, .smallpond-report table.sp td {
+  border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+.smallpond-report table.sp th { background: #f4f4f4; }
+.smallpond-report table.sp td.l, .smallpond-report table.sp th.l { text-align: left; }
+.smallpond-report span.swatch { display: inline-block; width: 0.8em; height: 0.8em;
+  margin-right: 0.4em; }
+.smallpond-report .failed { color: #b00020; }
+.smallpond-report details { margin: 0.6em 0; }
+.smallpond-report summary { cursor: pointer; font-weight: 600; }
+.smallpond-report code { font-size: 12px; }
 """
 
 _STAGE_COLUMNS = ("stage", "does", "tasks", "ran", "reused", "failed", "retries", "rows",
@@ -151,7 +154,7 @@ class Report:
         """A self-contained HTML page (no script, no network)."""
         title = f"smallpond job {escape(self.job_id)}"
         return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>'
-                f"<title>{title}</title><style>{_CSS}</style></head><body>"
+                f"<title>{title}</title><style>{_PAGE_CSS}{_CSS}</style></head><body>"
                 f"<h1>{title}</h1>{self.body()}</body></html>\n")
 
     def save(self, path: str) -> str:

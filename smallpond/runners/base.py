@@ -30,7 +30,8 @@ class TaskEvent:
     Every task of a job gets either `reused` or `pending` first (before any `submitted`), so a
     listener knows the job's size up front. A `finished` event carries the worker (`host:pid`),
     the kernel's wall-clock start and end, the worker's peak resident bytes during the task
-    and what the task printed or logged (`logs`); `at` is when the driver saw the event.
+    and what the task printed or logged (`logs`: kept by the run record, and left out of the
+    events that session listeners get; see Session.logs); `at` is when the driver saw it.
     """
 
     kind: str
