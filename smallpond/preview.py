@@ -23,6 +23,7 @@ from smallpond.logical.optimizer import optimize
 from smallpond.planner.graph import TaskSlice
 from smallpond.planner.planner import Planner
 from smallpond.progress import human_bytes, human_count
+from smallpond.runners.base import resolve_parts
 from smallpond.runners.execute import load_committed
 
 if TYPE_CHECKING:
@@ -110,14 +111,7 @@ def committed_parts(df: DataFrame) -> list[list[FileSlice]] | None:
         if done is None:
             return None
         outputs[key] = done
-    resolved = []
-    for part in parts:
-        files: list[FileSlice] = []
-        for source in part:
-            files.extend(outputs[source.task].slices(source.bucket)
-                         if isinstance(source, TaskSlice) else [source])
-        resolved.append(files)
-    return resolved
+    return resolve_parts(parts, outputs)
 
 
 def _first_rows(parts: list[list[FileSlice]], n: int) -> pa.Table | None:

@@ -32,15 +32,22 @@ def _task_dirs(root) -> set[str]:
             if not name.startswith(".")}
 
 
+def _two_jobs(root, first: str, second: str) -> tuple[set[str], set[str]]:
+    """Run a job `first` (closed), then a job `second`; the task folders each one made."""
+    with _session(root, job_id=first) as sp:
+        _run(sp, first)
+    made = _task_dirs(root)
+    with _session(root, job_id=second) as sp:
+        _run(sp, second)
+    return made, _task_dirs(root) - made
+
+
 def _folder_bytes(path) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
 def test_listing_counts_jobs_tasks_and_bytes(root):
-    with _session(root, job_id="job-a") as sp:
-        _run(sp, "a")
-    with _session(root, job_id="job-b") as sp:
-        _run(sp, "b")
+    _two_jobs(root, "job-a", "job-b")
     listing = scan(root)
     assert set(listing.jobs) == {"job-a", "job-b"}
     assert set(listing.tasks) == _task_dirs(root)
@@ -84,7 +91,7 @@ def test_tasks_a_live_session_pinned_are_kept(root):
     with _session(root, job_id="old") as sp:
         _run(sp, "old")
     old = _task_dirs(root)
-    with _session(root, job_id="live") as live:
+    with _session(root, job_id="live") as live:  # still open while the cache is cleaned
         _run(live, "live")
         needed = _task_dirs(root) - old
         live._area.pin(needed)  # what a running action of that session records
@@ -98,12 +105,7 @@ def test_tasks_a_live_session_pinned_are_kept(root):
 
 
 def test_clean_by_age_and_by_job(root):
-    with _session(root, job_id="first") as sp:
-        _run(sp, "first")
-    first = _task_dirs(root)
-    with _session(root, job_id="second") as sp:
-        _run(sp, "second")
-    second = _task_dirs(root) - first
+    first, second = _two_jobs(root, "first", "second")
     long_ago = time.time() - 10 * 86400
     for key in first:
         os.utime(os.path.join(root, "tasks", key), (long_ago, long_ago))

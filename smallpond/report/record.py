@@ -173,18 +173,8 @@ def _stages(graph: TaskGraph, tasks: list[dict]) -> list[dict]:
         started, ended = _span(members)
         result.append({
             "name": name, "kernel": info.kernel, "label": info.label, "deps": info.deps,
-            "tasks": len(members),
-            "ran": sum(t["status"] == "finished" for t in members),
-            "reused": sum(t["status"] == "reused" for t in members),
-            "failed": sum(t["status"] == "failed" for t in members),
-            "retries": sum(max(0, t["attempts"] - 1) for t in members),
-            "rows": sum(t["rows"] for t in members),
-            "bytes": sum(t["bytes"] for t in members),
-            "started": started, "ended": ended,
-            "seconds": (ended - started) if started and ended else 0.0,
-            "task_seconds": sum(t["elapsed"] for t in members),
-            "peak_rss": max((t["peak_rss"] for t in members), default=0),
-        })
+            **_totals(members), "started": started, "ended": ended,
+            "seconds": (ended - started) if started and ended else 0.0})
     return result
 
 

@@ -20,7 +20,8 @@ from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskGraph, TaskOutput, TaskSlice
 from smallpond.runners.execute import ExecSettings, corrupt_file, load_committed
 
-__all__ = ["Runner", "TaskEvent", "WorkerLost", "resolve_inputs", "needed_tasks"]
+__all__ = ["Runner", "TaskEvent", "WorkerLost", "resolve_inputs", "resolve_parts",
+           "needed_tasks"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,14 @@ logger = logging.getLogger(__name__)
 
 def resolve_inputs(task: Task, outputs: dict[str, TaskOutput]) -> list[list[FileSlice]]:
     """Replace TaskSlices by the committed files (or bucket row groups) they stand for."""
+    return resolve_parts(task.inputs, outputs)
+
+
+def resolve_parts(parts, outputs: dict[str, TaskOutput]) -> list[list[FileSlice]]:
+    """Each part's sources as files: TaskSlices replaced by the committed files (or bucket
+    row groups) they stand for."""
     resolved = []
-    for part in task.inputs:
+    for part in parts:
         files: list[FileSlice] = []
         for source in part:
             if isinstance(source, TaskSlice):
