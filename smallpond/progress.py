@@ -182,7 +182,10 @@ class JobProgress:
         return lines
 
     def header(self) -> str:
-        return f"smallpond {self.label} · {self.status} · {human_seconds(self.elapsed())}"
+        from smallpond.report.stages import short
+
+        return f"smallpond {short(self.label, 56)} · {self.status} · " \
+               f"{human_seconds(self.elapsed())}"
 
     def text(self) -> str:
         """Plain text: a header and one line per stage."""
@@ -211,18 +214,27 @@ class JobProgress:
                 f"</table></div>")
 
     def __rich__(self) -> Any:
+        from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=self.header(), title_justify="left", box=None, padding=(0, 1),
-                      show_header=False)
-        for r in self.rows():
+        table = Table(box=None, padding=(0, 1), show_header=False)
+        rows = self.rows()
+        table.add_column(no_wrap=True, min_width=max((len(r["stage"]) for r in rows),
+                                                     default=5))  # stage names stay whole
+        for _ in range(6):
+            table.add_column(no_wrap=True)
+        for r in rows:
             notes = f" ({r['notes']})" if r["notes"] else ""
+            # the last column: time left while it runs, else its state
+            last = f"eta {r['eta']}" if r["state"] == "running" else r["state"]
             table.add_row(r["stage"], ProgressBar(total=1.0, completed=float(r["fraction"]),
-                                                  width=20),
-                          r["state"], f"{r['tasks']}{notes}", f"{r['rows']} rows", r["bytes"],
-                          r["elapsed"], f"eta {r['eta']}" if r["eta"] else "")
-        return table
+                                                  width=10),
+                          f"{r['tasks']}{notes}", f"{r['rows']} rows", r["bytes"], r["elapsed"],
+                          last)
+        return Group(Text(self.header(), style="italic", no_wrap=True, overflow="ellipsis"),
+                     table)
 
 
 # -- where to draw ----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""What jobs did: run records, the run report, timelines and plan graphs."""
