@@ -257,7 +257,11 @@ def evict(data_root: str, *, everything: bool = False, older_than: float | None 
             if entry.key not in chosen:
                 chosen[entry.key] = entry
                 total -= entry.bytes
-    for entry in sorted(chosen.values(), key=lambda t: t.last_used):
+    pinned_now = pinned_keys(data_root)  # again, just before removing: actions that started
+    for entry in sorted(chosen.values(), key=lambda t: t.last_used):  # since the listing
+        if entry.key in pinned_now:
+            result.kept_pinned += 1
+            continue
         if dry_run or _remove_task(data_root, entry):
             result.tasks.append(entry.key)
             result.bytes += entry.bytes

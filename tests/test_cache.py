@@ -166,3 +166,29 @@ def test_parse_age():
     assert parse_age("90") == 90 and parse_age("30m") == 1800 and parse_age("2w") == 1209600
     with pytest.raises(ValueError):
         parse_age("soon")
+
+
+def test_cleaning_while_an_action_runs_leaves_it_intact(root):
+    import threading
+
+    def slow(table):
+        import time as clock
+
+        clock.sleep(1.0)
+        return table
+
+    with _session(root) as sp:
+        source = sp.from_items(list(range(100))).repartition(2, by_rows=True)
+        first_done = threading.Event()
+        remove = sp.on_event(lambda e: e.kind == "finished" and first_done.set())
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(
+            rows=sp.partial_sql("SELECT item * 2 AS y FROM {0}",
+                                source.map_batches(slow)).take_all()))
+        worker.start()
+        assert first_done.wait(60)  # the shuffle committed; the slow tasks run now
+        removed = evict(root, everything=True)
+        worker.join(120)
+        remove()
+        assert removed.kept_pinned >= 1 and not removed.tasks  # every task was in use
+        assert sorted(r["y"] for r in result["rows"]) == [2 * i for i in range(100)]
