@@ -282,3 +282,21 @@ def test_arguments_win_over_environment_variables(tmp_path, monkeypatch, argumen
         assert session.config.data_root == str(tmp_path / expected)
     finally:
         session.shutdown()
+
+
+def test_udfs_of_the_same_name_in_consecutive_tasks(tmp_path):
+    session = smallpond.init(data_root=str(tmp_path / "root"), num_executors=1)
+    try:
+        def plus(x: int) -> int:
+            return x + 1
+
+        df = session.from_items([1, 2]).repartition(2, by_rows=True)
+        assert df.map("plus(item) AS y", udfs=[plus]).to_arrow()["y"].to_pylist() == [2, 3]
+
+        def plus(x: int) -> int:  # noqa: F811 - a new function under the same SQL name
+            return x + 100
+
+        assert df.map("plus(item) AS y", udfs=[plus]).to_arrow()["y"].to_pylist() == [101, 102]
+    finally:
+        session.shutdown()
+

@@ -39,15 +39,16 @@ _LEFTOVER_OBJECTS = (  # what a task's SQL could leave behind in the shared cata
 )
 
 
-def connect(ctx: TaskContext, unsigned_extensions: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(ctx: TaskContext, private: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection bounded by the task's memory limit, spill folder and threads.
 
-    `unsigned_extensions` gives the task a private database that may load extension files
-    (0.15's `udfs=['x.duckdb_extension']`); the shared one never can.
+    `private` gives the task a database of its own (closed with the connection) that may
+    load extension files: for UDFs, whose registration is database-wide and would meet the
+    next task's functions of the same name in the shared one.
     """
     global _database
     os.makedirs(ctx.spill_dir, exist_ok=True)
-    if unsigned_extensions:
+    if private:
         con = duckdb.connect(":memory:", config={"temp_directory": ctx.spill_dir,
                                                  "allow_unsigned_extensions": "true"})
         return _limit(con, ctx)
@@ -88,6 +89,11 @@ def _register_filesystems(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) 
             if protocol not in seen:
                 seen.add(protocol)
                 fs, _ = filesystem_for(path)
+                # registration is database-wide: replace what an earlier task registered
+                # (it may carry other options) rather than fail on "already registered"
+                for name in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+                    if con.filesystem_is_registered(name):
+                        con.unregister_filesystem(name)
                 con.register_filesystem(fs)
 
 

@@ -23,7 +23,7 @@ from smallpond.kernels.duck import (
 from smallpond.kernels.placeholders import strip_terminator, substitute
 
 __all__ = ["run_sql", "OUTPUT_NAME", "clean_sql", "register_udfs", "placeholder_values",
-           "needs_unsigned_extensions", "query_error"]
+           "query_error"]
 
 OUTPUT_NAME = "part-00000.parquet"
 ROW_GROUP_SIZE = 122880
@@ -46,11 +46,6 @@ def placeholder_values(params: dict[str, Any], ctx: TaskContext,
 
 def _is_extension(udf) -> bool:
     return isinstance(udf, str) and udf.endswith(".duckdb_extension")
-
-
-def needs_unsigned_extensions(udfs: bytes | None) -> bool:
-    """Whether the UDF list loads DuckDB extension files (a database that allows them)."""
-    return bool(udfs) and any(_is_extension(u) for u in cloudpickle.loads(udfs))
 
 
 def register_udfs(con: duckdb.DuckDBPyConnection, udfs: bytes | None) -> None:
@@ -94,7 +89,9 @@ def run_sql(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
     sql = clean_sql(params["sql"])
     setup = [clean_sql(s) for s in params.get("setup", ())]
     display = params.get("display_sql", sql)
-    con = connect(ctx, unsigned_extensions=needs_unsigned_extensions(params.get("udfs")))
+    # UDFs and set-up statements (SET, CREATE MACRO...) can change the database for every
+    # later task of this worker: such a task gets a database of its own
+    con = connect(ctx, private=bool(params.get("udfs") or setup))
     try:
         try:
             register_udfs(con, params.get("udfs"))

@@ -26,7 +26,7 @@ from smallpond.io.arrow import large_types
 from smallpond.io.files import FileSlice
 from smallpond.kernels.duck import register_inputs, sql_literal
 from smallpond.kernels.placeholders import PARSE_VALUES, substitute
-from smallpond.kernels.sql import clean_sql, needs_unsigned_extensions, register_udfs
+from smallpond.kernels.sql import clean_sql, register_udfs
 from smallpond.logical.nodes import (
     Limit,
     Node,
@@ -119,7 +119,7 @@ class _Replay:
             self.source(node)
         # functions and settings can be database-wide: such queries get a database of their own
         private = bool(udfs or setup)
-        config = {"allow_unsigned_extensions": "true"} if needs_unsigned_extensions(udfs) else {}
+        config = {"allow_unsigned_extensions": "true"}
         con = duckdb.connect(":memory:", config=config) if private else self.con.cursor()
         con.execute("RESET arrow_large_buffer_size")
         try:
