@@ -215,8 +215,10 @@ class DataFrame:
         return self.to_arrow().to_pandas()
 
     def take(self, limit: int) -> list[dict[str, Any]]:
-        """The first `limit` rows as dicts."""
-        return self.limit(limit).to_arrow().to_pylist()
+        """The first `limit` rows as dicts (computing only the partitions they need)."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise PlanError(f"take needs a non-negative integer, got {limit!r}")
+        return self.head(limit).to_pylist()
 
     def take_all(self) -> list[dict[str, Any]]:
         """All rows as dicts."""
