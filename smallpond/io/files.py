@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -12,7 +14,7 @@ import fsspec
 from smallpond.errors import InputError
 
 __all__ = ["FileSlice", "expand_paths", "file_identity", "filesystem_for", "named_folders",
-           "duckdb_path"]
+           "duckdb_path", "writer_staging", "WRITER_MARK"]
 
 
 @dataclass(frozen=True)
@@ -48,47 +50,107 @@ def _hidden(path: str) -> bool:
     return os.path.basename(path.rstrip("/")).startswith(("_", "."))
 
 
+WRITER_MARK = ".smallpond-"  # staging folders of output writers (see io/output.py)
+
+
 def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
+def writer_staging(path: str) -> list[str]:
+    """Staging folders of smallpond writers of an output folder (inside it, and beside it):
+    a write in progress, or one a killed job left unfinished."""
+    found = []
+    parent, name = os.path.split(path.rstrip("/"))
+    for folder, prefix in ((path, WRITER_MARK), (parent, f".{name}{WRITER_MARK}")):
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in names:
+            full = os.path.join(folder, entry)
+            if entry.startswith(prefix) and os.path.isdir(full) and not os.path.islink(full):
+                found.append(full)
+    return found
+
+
+def _refuse_half_written(folders: Iterable[str]) -> None:
+    for folder in folders:
+        staging = writer_staging(folder)
+        if staging:
+            raise InputError(
+                f"{folder!r} is being written by a smallpond job, or a job writing it was "
+                f"killed (staging folder {staging[0]}): rerun that job (it rolls the folder "
+                "back and writes it again), or remove the staging folder to read what is there",
+                path=folder)
+
+
+def _regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _under_hidden(path: str, root: str) -> bool:
+    """Whether any component of `path` below `root` is a metadata name ('_x', '.x')."""
+    relative = os.path.relpath(path, root)
+    return any(part.startswith(("_", ".")) for part in relative.split(os.sep))
+
+
+def _expand_local(path: str, recursive: bool, suffixes: tuple[str, ...]) -> list[str]:
+    if glob.has_magic(path) and not os.path.exists(path):  # a real name wins over a pattern
+        explicit = _hidden(path)  # the pattern itself names '_x' or '.x' files
+        root = os.path.dirname(re.split(r"[*?\[]", path, maxsplit=1)[0])  # the fixed part
+        # `**` matches any depth (as DuckDB and the shell's globstar do)
+        matches = sorted(glob.glob(path, recursive=recursive or "**" in path))
+        matches = [m for m in matches
+                   if _regular_file(m) and (explicit or not _under_hidden(m, root))]
+        if not matches:
+            raise InputError(f"no files match {path!r}", path=path)
+        _refuse_half_written({os.path.dirname(m) for m in matches})
+        return matches
+    if os.path.isdir(path):
+        pattern = os.path.join(glob.escape(path), "**/*" if recursive else "*")
+        found = sorted(m for m in glob.glob(pattern, recursive=recursive)
+                       if _regular_file(m) and m.endswith(suffixes)
+                       and not _under_hidden(m, path))
+        if not found:
+            raise InputError(f"folder {path!r} holds no {'/'.join(suffixes)} files", path=path)
+        _refuse_half_written({path, *(os.path.dirname(m) for m in found)})
+        return found
+    if os.path.exists(path):
+        if not _regular_file(path):
+            raise InputError(f"input path {path!r} is not a regular file", path=path)
+        return [path]
+    raise InputError(f"input path {path!r} does not exist", path=path)
+
+
 def expand_paths(paths: str | Iterable[str], recursive: bool = False,
                  suffixes: tuple[str, ...] = (".parquet",)) -> list[str]:
-    """Expand globs and folders into a sorted list of files; raise InputError if none match."""
+    """Expand globs and folders into a sorted list of files; raise InputError if none match.
+
+    Names starting with '_' or '.' are skipped (at any depth below a folder or a glob's
+    fixed part) unless named explicitly; a name that exists is taken literally even if it
+    contains glob characters; a folder that a smallpond job is writing (or left half-written)
+    is refused.
+    """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    elif not isinstance(paths, Iterable) or isinstance(paths, (bytes, dict)):
+        raise InputError(f"input paths must be a path or a list of paths, got "
+                         f"{type(paths).__name__}")
     paths = list(paths)
     if not paths:
         raise InputError("no input paths given (an empty list)")
     result: list[str] = []
     for raw in paths:
-        if not isinstance(raw, (str, os.PathLike)):
-            raise InputError(f"an input path must be a string, got {type(raw).__name__}")
+        if not isinstance(raw, (str, os.PathLike)) or not os.fspath(raw):
+            raise InputError(f"an input path must be a non-empty string, got {raw!r}")
         path = os.fspath(raw)
         if _is_local(path):
             path = os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
-            if glob.has_magic(path) and not os.path.exists(path):  # a real name wins
-                explicit = _hidden(path)  # the pattern itself names '_x' or '.x' files
-                matches = sorted(glob.glob(path, recursive=recursive))
-                matches = [m for m in matches
-                           if os.path.isfile(m) and (explicit or not _hidden(m))]
-                if not matches:
-                    raise InputError(f"no files match {path!r}", path=path)
-                result.extend(matches)
-            elif os.path.isdir(path):
-                pattern = "**/*" if recursive else "*"
-                found = sorted(
-                    m for m in glob.glob(os.path.join(path, pattern), recursive=recursive)
-                    if os.path.isfile(m) and m.endswith(suffixes) and not _hidden(m)
-                )
-                if not found:
-                    raise InputError(f"folder {path!r} holds no {'/'.join(suffixes)} files",
-                                     path=path)
-                result.extend(found)
-            elif os.path.exists(path):
-                result.append(path)
-            else:
-                raise InputError(f"input path {path!r} does not exist", path=path)
+            result.extend(_expand_local(path, recursive, suffixes))
         else:
             fs, inner = filesystem_for(path)
             if glob.has_magic(inner):
@@ -99,7 +161,7 @@ def expand_paths(paths: str | Iterable[str], recursive: bool = False,
                 matches = [inner] if fs.isfile(inner) else []
             if not matches and fs.isdir(inner):
                 matches = sorted(p for p in fs.find(inner)
-                                 if p.endswith(suffixes) and not _hidden(p))
+                                 if p.endswith(suffixes) and not _under_hidden(p, inner))
             if not matches:
                 raise InputError(f"no files match {path!r}", path=path)
             protocol = path.split("://", 1)[0]

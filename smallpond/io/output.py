@@ -1,14 +1,17 @@
 """Committing a job's result to the user's output folder, safely.
 
 - Every output path is checked before anything runs: it must not be, contain or lie inside an
-  input or the data_root, and its folder must be writable (`check_output`).
-- New parts are staged in a hidden sibling of the output (`.<name>.smallpond-<id>/`, same file
-  system as the output), then published: a new folder by one rename; an existing folder file by
-  file, with the files being replaced moved aside first and restored if anything fails.
-- Only our own files are ever removed: the parts of a previous smallpond output (named in its
-  `_SUCCESS` manifest, or `part-NNNNN.<ext>`) and `_SUCCESS`; anything else stays.
+  input or the data_root (compared by file identity, so links and bind mounts do not hide an
+  overlap), and its folder must be writable (`check_output`).
+- New parts are staged on the output's own file system: in a hidden folder inside the output
+  (`.smallpond-<id>/`) when it exists, else beside it (`.<name>.smallpond-<id>/`). A new
+  folder is published by one rename; an existing one file by file, the files being replaced
+  moved aside first and restored if anything fails. A journal in the staging folder lets the
+  next writer (or reader) of the path roll back a writer that was killed mid-publish.
+- Only our own files are ever removed: `part-NNNNN.<ext>` files (five or more ASCII digits)
+  and `_SUCCESS`; a manifest cannot make us delete a file of another name.
 - `_SUCCESS` (a JSON manifest of the output's files) is written last, after every part has been
-  checked in place. A writer killed mid-publish is rolled back by the next writer of that path.
+  checked in place.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from smallpond.errors import (
 )
 from smallpond.io.commit import read_json, remove_tree, write_json_atomic
 from smallpond.io.disk import is_disk_full, mount_point
-from smallpond.io.files import FileSlice
+from smallpond.io.files import WRITER_MARK, FileSlice, writer_staging
 from smallpond.io.parquet import iter_slice_batches, slices_schema
 from smallpond.io.sessions import current_owner, owner_alive
 
@@ -45,8 +48,7 @@ logger = logging.getLogger(__name__)
 WRITE_MODES = ("error", "overwrite", "append")
 SUCCESS = "_SUCCESS"
 MANIFEST_FORMAT = "smallpond-output/1"
-_PART = re.compile(r"part-(\d+)\.(parquet|dat)$")
-_STAGING_MARK = ".smallpond-"
+_PART = re.compile(r"part-([0-9]{5,})\.(parquet|dat)")
 
 
 def resolve_output(path: str) -> str:
@@ -61,34 +63,57 @@ def resolve_output(path: str) -> str:
     return os.path.abspath(os.path.expanduser(text.removeprefix("file://")))
 
 
-def _inside(child: str, parent: str) -> bool:
-    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+# -- overlap, by file identity -----------------------------------------------------------------
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
-def _real(path: str) -> str:
-    return os.path.realpath(path)
+def _chain(path: str, memo: dict[str, set]) -> set[tuple[int, int]]:
+    """Identities of `path` and of every existing folder above it."""
+    path = os.path.realpath(path)
+    if path in memo:
+        return memo[path]
+    parent = os.path.dirname(path)
+    found = set() if parent == path else set(_chain(parent, memo))
+    own = _identity(path)
+    if own is not None:
+        found.add(own)
+    memo[path] = found
+    return found
 
 
 def _check_overlap(path: str, inputs: Iterable[str], data_root: str | None) -> None:
-    real = _real(path)
-    if data_root:
-        root = _real(data_root)
-        if _inside(real, root) or _inside(root, real):
+    memo: dict[str, set] = {}
+    output_chain = _chain(path, memo)
+    output_id = _identity(path)
+    sources = [(data_root, "data_root")] if data_root else []
+    sources += [(s, "input") for s in inputs]
+    for source, kind in sources:
+        if "://" in source and not source.startswith("file://"):
+            continue
+        source = source.removeprefix("file://")
+        source_id = _identity(source)
+        inside_output = output_id is not None and output_id in _chain(source, memo)
+        output_inside = source_id is not None and os.path.isdir(source) \
+            and source_id in output_chain
+        if kind == "data_root" and (inside_output or output_inside):
             raise OutputError(
                 f"output path {path!r} overlaps smallpond's data_root {data_root!r}; write "
                 "somewhere outside it (and never a folder that contains it)", path=path)
-    for source in inputs:
-        if "://" in source and not source.startswith("file://"):
-            continue
-        source_real = _real(source.removeprefix("file://"))
-        if _inside(source_real, real):
-            raise OutputError(f"output path {path!r} contains the input {source!r}; choose "
+        if inside_output:
+            relation = "is" if output_id == source_id else "contains"
+            raise OutputError(f"output path {path!r} {relation} the input {source!r}; choose "
                               "another output folder", path=path)
-        if os.path.isdir(source_real) and _inside(real, source_real):
+        if output_inside:
             raise OutputError(f"output path {path!r} lies inside the input folder {source!r}; "
                               "choose another output folder", path=path)
 
 
+# -- what an output folder holds -----------------------------------------------------------------
 def _entries(path: str) -> list[str]:
     """Visible entries of an output folder (hidden ones, e.g. .DS_Store, do not count)."""
     return sorted(name for name in os.listdir(path) if not name.startswith("."))
@@ -105,13 +130,34 @@ def read_manifest(path: str) -> dict | None:
     return data
 
 
-def _ours(path: str, manifest: dict | None) -> set[str]:
-    """Entries of an existing output folder that smallpond wrote and may replace."""
-    named = {f["name"] for f in (manifest or {}).get("files", []) if isinstance(f, dict)}
-    entries = _entries(path)
-    return {name for name in entries
-            if (name in named or name == SUCCESS or _PART.fullmatch(name))
-            and os.path.isfile(os.path.join(path, name))}
+def _is_part(path: str, name: str) -> bool:
+    return _PART.fullmatch(name) is not None and os.path.isfile(os.path.join(path, name)) \
+        and not os.path.islink(os.path.join(path, name))
+
+
+def _previous_output(path: str) -> set[str]:
+    """Entries of `path` that a previous smallpond output wrote, by its manifest: part files
+    of our naming whose sizes match the manifest, and the manifest itself."""
+    manifest = read_manifest(path)
+    if manifest is None:
+        return set()
+    ours = {SUCCESS}
+    for entry in manifest.get("files", []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        name = entry["name"]
+        if _is_part(path, name) and os.path.getsize(os.path.join(path, name)) == entry.get("size"):
+            ours.add(name)
+    return ours
+
+
+def _ours(path: str) -> list[str]:
+    """Entries of an existing output folder that smallpond may replace: `_SUCCESS` and part
+    files of its naming (never another name, whatever a manifest says)."""
+    names = [n for n in _entries(path) if _is_part(path, n)]
+    if os.path.isfile(os.path.join(path, SUCCESS)):
+        names.append(SUCCESS)
+    return sorted(names)
 
 
 def _check_writable(path: str) -> None:
@@ -131,7 +177,8 @@ def check_output(path: str, mode: str, inputs: Iterable[str] = (),
 
     Refused: a bad mode, a path that is or overlaps an input or the data_root, a file, an
     unwritable folder, and (mode 'error') a folder holding files that are not exactly a
-    previous smallpond output, which a rerun replaces as 0.15 scripts expect.
+    previous smallpond output, which a rerun replaces as 0.15 scripts expect. A publish that a
+    killed writer left unfinished is rolled back first.
     """
     if mode not in WRITE_MODES:
         raise ConfigError(f"mode must be one of {WRITE_MODES}, got {mode!r}")
@@ -139,9 +186,15 @@ def check_output(path: str, mode: str, inputs: Iterable[str] = (),
     _check_overlap(path, inputs, data_root)
     _check_writable(path)
     if not os.path.exists(path):
+        recover_stale_writes(path)
         return path
     if not os.path.isdir(path):
         raise OutputExistsError(f"output path {path!r} is a file, not a folder", path=path)
+    recover_stale_writes(path)
+    success = os.path.join(path, SUCCESS)
+    if os.path.lexists(success) and (os.path.islink(success) or not os.path.isfile(success)):
+        raise OutputError(f"{success!r} is not a file smallpond wrote; remove it first",
+                          path=path)
     entries = _entries(path)
     if mode == "error" and entries:
         foreign = sorted(set(entries) - _previous_output(path))
@@ -149,30 +202,71 @@ def check_output(path: str, mode: str, inputs: Iterable[str] = (),
             shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise OutputExistsError(
                 f"output path {path!r} already holds files smallpond did not write ({shown}); "
-                "choose an empty folder, or pass mode='overwrite' to replace smallpond's own "
-                "files there (others are kept) or mode='append'", path=path)
+                "choose an empty folder, or overwrite (mode='overwrite', --overwrite) to "
+                "replace smallpond's own files there (others are kept), or append",
+                path=path)
     return path
 
 
-def _previous_output(path: str) -> set[str]:
-    """The entries of `path` that belong to a previous smallpond output (by its manifest)."""
-    manifest = read_manifest(path)
-    if manifest is None:
-        return set()
-    return {f["name"] for f in manifest.get("files", []) if isinstance(f, dict)} | {SUCCESS}
-
-
-# -- staging -------------------------------------------------------------------------------------
-def _staging_prefix(path: str) -> str:
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{_STAGING_MARK}")
-
-
+# -- staging and recovery ----------------------------------------------------------------------
 def _new_staging(path: str) -> str:
-    staging = _staging_prefix(path) + uuid.uuid4().hex[:12]
+    token = uuid.uuid4().hex[:12]
+    if os.path.isdir(path):
+        staging = os.path.join(path, f"{WRITER_MARK}{token}")
+    else:
+        parent, name = os.path.split(path)
+        staging = os.path.join(parent, f".{name}{WRITER_MARK}{token}")
     os.makedirs(os.path.join(staging, "new"))
     os.makedirs(os.path.join(staging, "backup"))
     write_json_atomic(os.path.join(staging, "owner.json"), current_owner())
     return staging
+
+
+def _writer_alive(staging: str) -> bool:
+    owner_file = os.path.join(staging, "owner.json")
+    try:
+        return owner_alive(read_json(owner_file), os.stat(owner_file).st_mtime)
+    except FileNotFoundError:
+        try:  # being created right now, or left by a writer that died at once
+            return time.time() - os.stat(staging).st_mtime < 60
+        except FileNotFoundError:
+            return False
+    except (OSError, ValueError):
+        return True  # unreadable: never touch what we cannot prove dead
+
+
+def _rollback(path: str, staging: str, journal: dict) -> None:
+    """Undo a publish: remove the files it added, put back the files it moved aside."""
+    backed_up = set(journal.get("backed_up", []))
+    for name in journal.get("added", []):
+        target = os.path.join(path, name)
+        if name not in backed_up and _PART.fullmatch(name) and os.path.isfile(target):
+            os.remove(target)
+    success = os.path.join(path, SUCCESS)
+    if SUCCESS not in backed_up and os.path.isfile(success):
+        os.remove(success)  # a manifest of the half-published output
+    for name in backed_up:
+        saved = os.path.join(staging, "backup", name)
+        if os.path.exists(saved):
+            os.replace(saved, os.path.join(path, name))
+    if journal.get("created") and os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)  # it did not exist before that writer
+
+
+def recover_stale_writes(path: str) -> None:
+    """Roll back the unfinished publishes of dead writers of `path`; refuse a live writer."""
+    for staging in writer_staging(path):
+        if _writer_alive(staging):
+            raise OutputError(f"another smallpond job is writing {path!r} right now "
+                              f"(staging folder {staging}); wait for it to finish", path=path)
+        try:
+            journal = read_json(os.path.join(staging, "journal.json"))
+        except (OSError, ValueError):
+            journal = None
+        if journal and journal.get("state") != "published":
+            logger.warning("rolling back an unfinished write of %s by a killed job", path)
+            _rollback(path, staging, journal)
+        remove_tree(staging)
 
 
 def _copy(source: str, target: str) -> None:
@@ -214,53 +308,19 @@ def _first_number(path: str, mode: str) -> int:
     return max(numbers, default=-1) + 1
 
 
-# -- publishing ----------------------------------------------------------------------------------
-def _rollback(path: str, staging: str, journal: dict) -> None:
-    """Undo a publish: remove the files it added, put back the files it moved aside."""
-    backup = os.path.join(staging, "backup")
-    for name in journal.get("added", []):
-        target = os.path.join(path, name)
-        if os.path.isfile(target) and name not in journal.get("backed_up", []):
-            os.remove(target)
-    for name in journal.get("backed_up", []):
-        saved = os.path.join(backup, name)
-        if os.path.exists(saved):
-            os.replace(saved, os.path.join(path, name))
-
-
-def recover_stale_writes(path: str) -> None:
-    """Roll back the unfinished publishes of dead writers of `path`; refuse a live writer."""
-    parent = os.path.dirname(path)
-    prefix = os.path.basename(_staging_prefix(path))
-    try:
-        names = os.listdir(parent)
-    except FileNotFoundError:
+def _check_append_schema(path: str, staged: str) -> None:
+    """Appended parts must have the columns and types of the parts already there."""
+    existing = [n for n in _ours(path) if n.endswith(".parquet")]
+    if not existing or not staged.endswith(".parquet"):
         return
-    for name in names:
-        if not name.startswith(prefix):
-            continue
-        staging = os.path.join(parent, name)
-        try:
-            owner_file = os.path.join(staging, "owner.json")
-            owner = read_json(owner_file)
-            alive = owner_alive(owner, os.stat(owner_file).st_mtime)
-        except FileNotFoundError:
-            alive = time.time() - os.stat(staging).st_mtime < 60
-        except (OSError, ValueError):
-            alive = True
-        if alive:
-            raise OutputError(f"another smallpond job is writing {path!r} right now "
-                              f"(staging folder {staging}); wait for it to finish", path=path)
-        try:
-            journal = read_json(os.path.join(staging, "journal.json"))
-        except (OSError, ValueError):
-            journal = None
-        if journal and journal.get("state") != "published":
-            logger.warning("rolling back an unfinished write of %s by a dead job", path)
-            _rollback(path, staging, journal)
-        remove_tree(staging)
+    old = pq.read_schema(os.path.join(path, existing[0]))
+    new = pq.read_schema(staged)
+    if [(f.name, f.type) for f in old] != [(f.name, f.type) for f in new]:
+        raise OutputError(f"cannot append to {path!r}: the new parts' schema ({new}) differs "
+                          f"from {existing[0]}'s ({old}); write to another folder", path=path)
 
 
+# -- publishing ----------------------------------------------------------------------------------
 def _write_manifest(path: str, files: list[dict], job_id: str | None) -> None:
     write_json_atomic(os.path.join(path, SUCCESS), {
         "format": MANIFEST_FORMAT, "job_id": job_id, "written": time.time(), "files": files})
@@ -277,46 +337,46 @@ def _verify(path: str, sizes: dict[str, int]) -> None:
             raise IntegrityError(f"{target} is {actual} bytes in place, {size} when staged")
 
 
+def _listing(sizes: dict[str, int]) -> list[dict]:
+    return [{"name": name, "size": size} for name, size in sorted(sizes.items())]
+
+
 def _publish(path: str, staging: str, mode: str, sizes: dict[str, int],
              job_id: str | None) -> None:
     new_dir = os.path.join(staging, "new")
-    if not os.path.exists(path) or not os.listdir(path):
-        if os.path.isdir(path):
-            os.rmdir(path)  # an empty folder is replaced by the staged one in one rename
-        os.rename(new_dir, path)
-        try:
-            _verify(path, sizes)
-            _write_manifest(path, _listing(path, sizes), job_id)
-        except BaseException:
-            remove_tree(path)  # all of it is ours: it did not exist a moment ago
-            raise
-        return
-    previous = read_manifest(path)
-    replaced = sorted(_ours(path, previous)) if mode != "append" else \
-        ([SUCCESS] if os.path.exists(os.path.join(path, SUCCESS)) else [])
-    journal = {"path": path, "backed_up": replaced, "added": sorted(sizes), "state": "started"}
     journal_path = os.path.join(staging, "journal.json")
-    write_json_atomic(journal_path, journal)
+    created = not os.path.exists(path)
+    if created:
+        journal = {"path": path, "created": True, "added": sorted(sizes), "backed_up": [],
+                   "state": "started"}
+        write_json_atomic(journal_path, journal)
+        os.rename(new_dir, path)
+        moves: list[str] = []
+        replaced: list[str] = []
+    else:
+        previous = read_manifest(path)
+        replaced = _ours(path) if mode != "append" else \
+            ([SUCCESS] if os.path.isfile(os.path.join(path, SUCCESS)) else [])
+        journal = {"path": path, "created": False, "added": sorted(sizes),
+                   "backed_up": replaced, "state": "started"}
+        write_json_atomic(journal_path, journal)
+        moves = sorted(sizes)
     try:
         for name in replaced:
             os.rename(os.path.join(path, name), os.path.join(staging, "backup", name))
-        for name in sorted(sizes):
+        for name in moves:
             os.rename(os.path.join(new_dir, name), os.path.join(path, name))
         _verify(path, sizes)
         kept = []
-        if mode == "append" and previous:
-            kept = [f for f in previous.get("files", [])
-                    if isinstance(f, dict) and os.path.isfile(os.path.join(path, f["name"]))]
-        _write_manifest(path, kept + _listing(path, sizes), job_id)
+        if mode == "append" and not created and previous:
+            kept = [f for f in previous.get("files", []) if isinstance(f, dict)
+                    and f.get("name") in _ours(path) and f.get("name") not in sizes]
+        _write_manifest(path, kept + _listing(sizes), job_id)
         journal["state"] = "published"
         write_json_atomic(journal_path, journal)
     except BaseException:
         _rollback(path, staging, journal)
         raise
-
-
-def _listing(path: str, sizes: dict[str, int]) -> list[dict]:
-    return [{"name": name, "size": size} for name, size in sorted(sizes.items())]
 
 
 def write_output(parts: Sequence[Sequence[FileSlice]], path: str, mode: str,
@@ -331,16 +391,19 @@ def write_output(parts: Sequence[Sequence[FileSlice]], path: str, mode: str,
     """
     inputs = list(inputs)
     path = check_output(path, mode, inputs, data_root)
-    recover_stale_writes(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = _new_staging(path)
+    staging = None
     try:
+        staging = _new_staging(path)
         first = _first_number(path, mode)
         sizes: dict[str, int] = {}
         for offset, slices in enumerate(parts):
             name = f"part-{first + offset:05d}.{extension}"
             target = os.path.join(staging, "new", name)
             _stage_part(slices, target, extension, movable or {})
+            os.utime(os.path.join(staging, "owner.json"))  # still alive, for other hosts
+            if mode == "append" and not sizes and os.path.isdir(path):
+                _check_append_schema(path, target)
             sizes[name] = os.stat(target).st_size
         _publish(path, staging, mode, sizes, job_id)
         return [os.path.join(path, name) for name in sorted(sizes)]
@@ -352,4 +415,5 @@ def write_output(parts: Sequence[Sequence[FileSlice]], path: str, mode: str,
         raise OutputError(f"failed writing {path!r}: {error}; the previous output is "
                           "untouched", path=path) from error
     finally:
-        remove_tree(staging)
+        if staging is not None:
+            remove_tree(staging)
