@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -167,12 +168,10 @@ def _staging_prefix(path: str) -> str:
     return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{_STAGING_MARK}")
 
 
-def _new_staging(path: str) -> str:
-    staging = _staging_prefix(path) + uuid.uuid4().hex[:12]
+def _new_staging(staging: str) -> None:
     os.makedirs(os.path.join(staging, "new"))
     os.makedirs(os.path.join(staging, "backup"))
     write_json_atomic(os.path.join(staging, "owner.json"), current_owner())
-    return staging
 
 
 def _copy(source: str, target: str) -> None:
@@ -281,14 +280,16 @@ def _publish(path: str, staging: str, mode: str, sizes: dict[str, int],
              job_id: str | None) -> None:
     new_dir = os.path.join(staging, "new")
     if not os.path.exists(path) or not os.listdir(path):
-        if os.path.isdir(path):
-            os.rmdir(path)  # an empty folder is replaced by the staged one in one rename
-        os.rename(new_dir, path)
+        empty = os.stat(path).st_mode if os.path.isdir(path) else None
+        os.rename(new_dir, path)  # replaces an empty folder too, in one step (POSIX rename)
         try:
             _verify(path, sizes)
             _write_manifest(path, _listing(path, sizes), job_id)
         except BaseException:
-            remove_tree(path)  # all of it is ours: it did not exist a moment ago
+            remove_tree(path)  # all of it is ours: it did not exist, or was empty, a moment ago
+            if empty is not None:  # the user's empty folder comes back as it was
+                os.mkdir(path)
+                os.chmod(path, stat.S_IMODE(empty))
             raise
         return
     previous = read_manifest(path)
@@ -332,9 +333,10 @@ def write_output(parts: Sequence[Sequence[FileSlice]], path: str, mode: str,
     inputs = list(inputs)
     path = check_output(path, mode, inputs, data_root)
     recover_stale_writes(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = _new_staging(path)
+    staging = _staging_prefix(path) + uuid.uuid4().hex[:12]
     try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _new_staging(staging)
         first = _first_number(path, mode)
         sizes: dict[str, int] = {}
         for offset, slices in enumerate(parts):
