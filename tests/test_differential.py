@@ -216,6 +216,17 @@ def test_partial_sort_orders_every_partition_like_duckdb(sp, data, times, n, key
         [_row(r) for r in table.slice(0, limit).to_pylist()]
 
 
+@pytest.mark.parametrize("keys", SORT_KEYS, ids=" ".join)
+def test_partial_sort_of_a_wide_table(sp, keys):
+    """Every sort key on data sure to hold ties, NULLs, NaN and many values per partition."""
+    df = _spread(sp, _wide_table(900, seed=len(keys)), 3)
+    before = _partitions(df)
+    after = _partitions(df.partial_sort(keys))
+    for index in range(3):
+        assert len(before[index]) == 300
+        _check_sorted_like_duckdb(after[index], keys, before[index])
+
+
 RANGE_KEYS = ["v", "f", "s", "k"]
 
 
