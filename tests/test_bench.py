@@ -70,7 +70,7 @@ def test_same_rows_and_sorted(tmp_path):
         check_sorted(unsorted, ["v", "id"], across_parts=False)
 
 
-def test_runners_benchmark_checks_a_single_runner(tmp_path):
+def test_runners_benchmark_checks_a_single_runner(tmp_path, few_tasks):
     report = runners_bench.run_runners_benchmark(
         0.0005, partitions=3, results_dir=str(tmp_path / "results"), repeat=1,
         runners=("local",))
@@ -78,7 +78,13 @@ def test_runners_benchmark_checks_a_single_runner(tmp_path):
     assert sorted(os.listdir(tmp_path / "results"))[0].startswith("runners-")
 
 
-def test_runners_benchmark_fails_on_a_wrong_aggregate(tmp_path, monkeypatch):
+@pytest.fixture
+def few_tasks(monkeypatch):
+    """The overhead measurement with 2 tasks instead of 64: these tests are about checks."""
+    monkeypatch.setattr(runners_bench, "OVERHEAD_TASKS", 2)
+
+
+def test_runners_benchmark_fails_on_a_wrong_aggregate(tmp_path, monkeypatch, few_tasks):
     monkeypatch.setattr(runners_bench, "AGG_SQL",
                         "SELECT k, count(*) AS n, sum(v) + 0.001 AS total FROM {0} GROUP BY k")
     with pytest.raises(ValidationError, match="groups with other values"):
@@ -87,7 +93,7 @@ def test_runners_benchmark_fails_on_a_wrong_aggregate(tmp_path, monkeypatch):
     assert not (tmp_path / "results").exists()  # no report of a wrong answer
 
 
-def test_runners_benchmark_fails_on_lost_sort_rows(tmp_path, monkeypatch):
+def test_runners_benchmark_fails_on_lost_sort_rows(tmp_path, monkeypatch, few_tasks):
     real = runners_bench._sort
 
     def lossy(sp, source, partitions, out, method):
@@ -102,7 +108,8 @@ def test_runners_benchmark_fails_on_lost_sort_rows(tmp_path, monkeypatch):
 
 
 def test_core_benchmark_checks_values(tmp_path, monkeypatch):
-    report = run_core_benchmark(0.0005, partitions=2, results_dir=str(tmp_path / "ok"), repeat=1)
+    report = run_core_benchmark(0.0005, partitions=2, results_dir=str(tmp_path / "ok"), repeat=1,
+                                tasks=2)
     assert "every group's count and sum is checked against DuckDB's" in report
     import smallpond.bench.core as core
 
@@ -118,5 +125,6 @@ def test_core_benchmark_checks_values(tmp_path, monkeypatch):
 
     monkeypatch.setattr(core, "smallpond_hash_aggregate", off_by_one)
     with pytest.raises(ValidationError, match="1 groups with other values"):
-        run_core_benchmark(0.0005, partitions=2, results_dir=str(tmp_path / "bad"), repeat=1)
+        run_core_benchmark(0.0005, partitions=2, results_dir=str(tmp_path / "bad"), repeat=1,
+                           tasks=2)
     assert not (tmp_path / "bad").exists()

@@ -92,7 +92,11 @@ def _trivial_job(sp, counter) -> None:
     sp.partial_sql(f"SELECT item + {value} AS x FROM {{0}}", df).to_arrow()
 
 
-def _many_tasks(sp, counter, tasks: int = 64) -> None:
+OVERHEAD_TASKS = 64  # tasks of the job that measures the per-task overhead
+
+
+def _many_tasks(sp, counter, tasks: int | None = None) -> None:
+    tasks = tasks or OVERHEAD_TASKS
     value = next(counter)
     df = sp.from_items(list(range(tasks))).repartition(tasks, by_rows=True)
     sp.partial_sql(f"SELECT item + {value} AS x FROM {{0}}", df).to_arrow()
@@ -138,7 +142,7 @@ def _bench_runner(runner: str, work: str, source: str, reference: Reference, par
     finally:
         sp.shutdown()
     return {"first_result_s": first, "idle_rss": idle, "trivial_s": trivial, "many_s": many,
-            "per_task_s": (statistics.median(many) - statistics.median(trivial)) / 64,
+            "per_task_s": (statistics.median(many) - statistics.median(trivial)) / OVERHEAD_TASKS,
             "aggregate": agg, "sort": srt, "capacity": capacity,
             "aggregate_run": vars(measurements[-2]), "sort_run": vars(measurements[-1])}
 
@@ -189,7 +193,7 @@ def run_runners_benchmark(gigabytes: float = 1.0, partitions: int | None = None,
     row("(b) peak RSS, process tree", lambda r: mib(r["sort_run"]["peak_bytes"]))
     row(f"(c) trivial job, warm session (median of {repeat})",
         lambda r: f"{statistics.median(r['trivial_s']) * 1000:.1f} ms")
-    row("(d) per-task overhead (64-task job)", lambda r: f"{r['per_task_s'] * 1000:.2f} ms")
+    row(f"(d) per-task overhead ({OVERHEAD_TASKS}-task job)", lambda r: f"{r['per_task_s'] * 1000:.2f} ms")
     row("session start to first result", lambda r: f"{r['first_result_s']:.2f} s")
     row("idle RSS after the first result", lambda r: mib(r["idle_rss"]))
     row("task slots (capacity)", lambda r: str(r["capacity"]))
