@@ -34,8 +34,7 @@ rows = st.lists(
         "v": st.one_of(st.none(), st.none(), st.integers(-10**6, 10**6)),  # NULL-heavy
         "f": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
                        st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan])),
-        "s": st.one_of(st.none(), st.text(st.characters(exclude_characters="\x00"),
-                                          max_size=6)),
+        "s": st.one_of(st.none(), st.text(max_size=6)),  # any unicode, NUL included
     }),
     max_size=60,
 )
@@ -259,7 +258,7 @@ def test_range_repartition_then_partial_sort_is_a_global_sort(sp, data, times, n
 def _wide_table(rows: int, seed: int) -> pa.Table:
     """Half the rows share one key; NULLs, NaN, infinities and unicode in the other columns."""
     rng = random.Random(seed)
-    words = ["", "a", "Ä", "日本", "naïve", "🙂", "z" * 30, "tab\tsep"]
+    words = ["", "a", "a\x00", "Ä", "日本", "naïve", "🙂", "z" * 30, "tab\tsep"]
     floats = [0.0, -0.0, 1.5, -2.25, math.inf, -math.inf, math.nan, None]
     data = {
         "k": [7 if rng.random() < 0.5 else rng.randint(-2**63, 2**63 - 1) if rng.random() < 0.1
