@@ -135,8 +135,10 @@ def run_core_benchmark(gigabytes: float = 1.0, partitions: int | None = None,
          f"ratio to DuckDB {ours.seconds / duck.seconds:.2f}x"],
     ]
     info = machine_info()
+    info["load_avg_1m_at_end"] = os.getloadavg()[0]  # other work on the machine, if any
     markdown = (f"# core benchmark ({info['cpus']} cores, {info['memory_gib']} GiB, "
-                f"{info['time']})\n\ninput: {input_bytes / 1e6:.0f} MB Parquet "
+                f"{info['time']}, load average {info['load_avg_1m_at_end']:.1f} at the end)"
+                f"\n\ninput: {input_bytes / 1e6:.0f} MB Parquet "
                 f"({gigabytes:g} GB of rows), {groups} groups; after each timed run every "
                 f"group's count and sum is checked against DuckDB's (timed: the job until its "
                 f"output is written)\n\n"
