@@ -15,20 +15,25 @@ from hypothesis import HealthCheck, settings
 
 import smallpond
 
-settings.register_profile(
-    "ci", max_examples=25, deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-settings.register_profile(
-    "thorough", max_examples=300, deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# examples per hypothesis test: (local runner, Ray runner); Ray's task overhead is higher
+PROFILES = {"ci": (25, 5), "thorough": (300, 60)}
+for _name, (_examples, _) in PROFILES.items():
+    settings.register_profile(
+        _name, max_examples=_examples, deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                               HealthCheck.data_too_large])
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+RAY_EXAMPLES = int(os.environ.get("HYPOTHESIS_RAY_EXAMPLES", PROFILES.get(PROFILE, (0, 5))[1]))
 
 RUNNERS = [r.strip() for r in os.environ.get("SMALLPOND_TEST_RUNNERS", "local,ray").split(",")
            if r.strip()]
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "ray_hypothesis: a hypothesis test run on the Ray runner")
+    config.addinivalue_line(
+        "markers", "ray_hypothesis: a hypothesis test run on the Ray runner (runs "
+        "HYPOTHESIS_RAY_EXAMPLES examples: 5 in the ci profile, 60 in thorough)")
 
 
 def _uses_ray(item) -> bool:
@@ -46,6 +51,23 @@ def pytest_collection_modifyitems(config, items):
     # embedded-runner tests run before the shared Ray instance starts (one that checks that
     # Ray is not started by a local session included), and Ray starts once for the rest
     items.sort(key=_uses_ray)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """Tests marked ray_hypothesis run RAY_EXAMPLES examples (the settings are read per call,
+    and restored after: the local parametrization of the same function keeps its count)."""
+    test = getattr(item, "obj", None)
+    current = getattr(test, "_hypothesis_internal_use_settings", None)
+    if item.get_closest_marker("ray_hypothesis") is None or current is None:
+        yield
+        return
+    test._hypothesis_internal_use_settings = settings(
+        current, max_examples=min(current.max_examples, RAY_EXAMPLES))
+    try:
+        yield
+    finally:
+        test._hypothesis_internal_use_settings = current
 
 
 @pytest.fixture(scope="session")

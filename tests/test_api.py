@@ -20,9 +20,11 @@ def test_dataframe_import_path_of_015():
 
 
 def test_partition_key_out_of_range(sp):
-    df = sp.from_items(list(range(20))).repartition(10, by="item % 11")
-    with pytest.raises(PartitionKeyError, match="partition key 10 is out of range 0-9"):
+    df = sp.from_items(list(range(20))).repartition(2, by_rows=True) \
+        .repartition(10, by="item % 11")
+    with pytest.raises(PartitionKeyError, match="partition key 10 is out of range 0-9") as info:
         df.count()
+    assert info.value.partition == 1  # item 10 is in the second half: its mapper is named
 
 
 def test_sql_error_contains_sql(sp):
@@ -197,9 +199,20 @@ def test_unknown_option_rejected(sp):
 
 
 def test_repr_never_runs(sp):
+    def boom(row):
+        raise AssertionError("repr ran the plan")
+
+    tasks = sorted(os.listdir(sp.config.tasks_dir))
+    mark = len(sp.events)
     df = sp.from_items([{"a": 1}]).map("a * 2 AS b")
     text = repr(df)
     assert "b: int" in text and "map" in text
+    shuffled = sp.partial_sql("SELECT b, count(*) AS c FROM {0} GROUP BY b",
+                              df.repartition(3, hash_by="b"))
+    for plan in (shuffled, shuffled.map(boom), df.repartition(2, range_by="b")):
+        assert "partitions" in repr(plan)
+    assert sp.events[mark:] == []  # no task submitted, run or reused
+    assert sorted(os.listdir(sp.config.tasks_dir)) == tasks
 
 
 def test_explain_shows_partitions(sp):

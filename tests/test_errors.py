@@ -140,18 +140,20 @@ def test_unpicklable_function(sp):
         sp.from_items([1]).map(lambda r: (lock, r)[1])
 
 
-@pytest.mark.parametrize("call", [
-    lambda df: df.repartition(0),
-    lambda df: df.repartition(-1, by_rows=True),
-    lambda df: df.repartition(2, hash_by="a", by="a"),
-    lambda df: df.limit(-1),
-    lambda df: df.map_batches(lambda t: t, batch_size=0),
-    lambda df: df.partial_sort([]),
-    lambda df: df.filter(""),
+@pytest.mark.parametrize("call,message", [
+    (lambda df: df.repartition(0), "npartitions must be a positive integer, got 0"),
+    (lambda df: df.repartition(-1, by_rows=True), "npartitions must be a positive integer"),
+    (lambda df: df.repartition(2, hash_by="a", by="a"), "only one of hash_by=, by="),
+    (lambda df: df.limit(-1), "limit must be a non-negative integer, got -1"),
+    (lambda df: df.map_batches(lambda t: t, batch_size=0), "batch_size must be a positive"),
+    (lambda df: df.partial_sort([]), "partial_sort needs at least one column"),
+    (lambda df: df.filter(""), "filter needs a non-empty SQL string"),
 ])
-def test_bad_arguments_fail_before_running(sp, call):
-    with pytest.raises(PlanError):
+def test_bad_arguments_fail_before_running(sp, call, message):
+    mark = len(sp.events)
+    with pytest.raises(PlanError, match=message):
         call(sp.from_items([1]))
+    assert sp.events[mark:] == []
 
 
 def test_user_data_never_modified(sp, tmp_path):
@@ -271,7 +273,7 @@ def test_job_status_records_failure_and_interruption(tmp_path):
     session = smallpond.init(data_root=str(tmp_path / "root"), num_executors=1)
     session.from_items([1]).count()
     assert _status(session)["status"] == "success"
-    with pytest.raises(SqlError):
+    with pytest.raises(SqlError, match='"no_such_column" not found'):
         session.from_items([1]).map("no_such_column").count()
     assert _status(session)["status"] == "failed"
     session.shutdown()

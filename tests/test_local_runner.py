@@ -93,9 +93,15 @@ def test_killed_worker_task_is_retried(local_sp, tmp_path):
     assert killed, "the test never found a busy worker to kill"
     assert sorted(pq.read_table(out).column("item").to_pylist()) == list(range(400))
     assert any(e.kind == "retried" for e in local_sp.events)
+    # nothing of the killed attempt is left, wherever it could be (no filter on names)
     scratch = local_sp.config.scratch_dir
     assert os.listdir(os.path.join(scratch, "staging")) == []
     assert os.listdir(os.path.join(scratch, "spill")) == []
+    tasks = local_sp.config.tasks_dir
+    for key in os.listdir(tasks):  # only committed tasks, each with its manifest
+        assert os.path.isfile(os.path.join(tasks, key, "_task.json")), key
+    assert sorted(os.listdir(tmp_path)) == ["data", "out"]  # no staging beside the output
+    assert sorted(os.listdir(out)) == ["_SUCCESS"] + [f"part-{i:05d}.parquet" for i in range(8)]
 
 
 def test_events_report_progress(local_sp):

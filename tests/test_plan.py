@@ -27,7 +27,7 @@ def test_placeholders_skip_quotes_and_comments():
 
 
 def test_placeholder_substitution_is_not_format():
-    with pytest.raises(SqlError):
+    with pytest.raises(SqlError, match=r"placeholder \{2\} has no input"):
         substitute("SELECT * FROM {2}", str, 1)
     assert substitute("{0.__class__}", lambda i: "x", 1) == "{0.__class__}"
 

@@ -72,10 +72,13 @@ def test_user_function_error_names_the_function(ray_sp):
 
 
 def test_partition_key_out_of_range(ray_sp):
-    df = ray_sp.from_items(list(range(30))).repartition(10, by="item % 11")
+    # only the mapper of rows 20..29 (partition 2) meets the bad key: the error names it
+    df = ray_sp.from_items(list(range(30))).repartition(3, by_rows=True) \
+        .repartition(10, by="CASE WHEN item = 25 THEN 10 ELSE item % 10 END")
     with pytest.raises(PartitionKeyError, match="partition key 10 is out of range 0-9") as info:
         df.count()
     assert type(info.value) is PartitionKeyError
+    assert info.value.stage.startswith("shuffle_expr") and info.value.partition == 2
 
 
 # -- connection -------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ repartition, then partial_sort), (c) a trivial job end to end (from_items -> par
 to_arrow, warm session, median of `repeat`), (d) the per-task overhead of a 64-task job. Each
 runner runs in its own session (the other one shut down), so the peak RSS of the process tree
 (driver + workers, and on Ray its GCS, raylet and agents, which this driver starts) is its own.
+Clocks time each job until its output is written; every run, with one runner too, is then
+checked against DuckDB on the same input (`Reference`): the aggregate group by group, the sort's
+rows (count and a row-hash sum) and order.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import statistics
 import tempfile
 import time
 
-import duckdb
-
 import smallpond
 from smallpond.bench.common import (
     Measurement,
@@ -26,7 +27,13 @@ from smallpond.bench.common import (
     timed,
     write_report,
 )
-from smallpond.bench.core import AGG_SQL, make_hash_input
+from smallpond.bench.core import (
+    AGG_SQL,
+    check_hash_aggregate,
+    duckdb_hash_aggregate,
+    make_hash_input,
+)
+from smallpond.bench.validate import check_same_rows, check_sorted, fingerprint, parquet_source
 
 __all__ = ["run_runners_benchmark"]
 
@@ -39,40 +46,44 @@ def _session(runner: str, root: str, workers: int):
     return smallpond.init(data_root=root, runner="local", num_executors=workers)
 
 
-def _aggregate(sp, source: str, partitions: int, out: str) -> dict:
+COLUMNS = ("id", "k", "v", "pad")
+SORT_KEYS = ("v", "id")
+REFERENCE_MEMORY = "2GB"  # DuckDB's budget for the untimed reference aggregate
+
+
+def _aggregate(sp, source: str, partitions: int, out: str) -> None:
     df = sp.read_parquet(os.path.join(source, "*.parquet")).repartition(partitions)
     shuffled = df.repartition(partitions, hash_by="k")
     sp.partial_sql(AGG_SQL, shuffled).recompute().write_parquet(out, mode="overwrite")
-    row = duckdb.connect().execute(f"SELECT count(*), sum(n), round(sum(total), 3) "
-                                   f"FROM read_parquet('{out}/*.parquet')").fetchone()
-    return {"groups": row[0], "rows": int(row[1]), "total": row[2]}
 
 
-def _sort(sp, source: str, partitions: int, out: str, method: str) -> dict:
+def _sort(sp, source: str, partitions: int, out: str, method: str) -> None:
     df = sp.read_parquet(os.path.join(source, "*.parquet")).repartition(partitions)
     if method == "range":
         parts = df.repartition(partitions, range_by="v")
     else:
         parts = df.repartition(partitions, hash_by="id")
-    parts.partial_sort(["v", "id"]).recompute().write_parquet(out, mode="overwrite")
-    files = sorted(f for f in os.listdir(out) if f.endswith(".parquet"))
-    con = duckdb.connect()
-    ordered = True
-    last = None
-    rows = 0
-    for name in files:  # each part sorted; with range partitioning also across parts
-        path = os.path.join(out, name)
-        first, final, count, unsorted = con.execute(
-            f"SELECT first(v ORDER BY file_row_number), last(v ORDER BY file_row_number), "
-            f"count(*), count(*) FILTER (WHERE v < prev) FROM (SELECT v, file_row_number, "
-            f"lag(v) OVER (ORDER BY file_row_number) AS prev FROM read_parquet('{path}', "
-            f"file_row_number = true))").fetchone()
-        rows += count
-        ordered = ordered and unsorted == 0
-        if method == "range" and count:
-            ordered = ordered and (last is None or last <= first)
-            last = final
-    return {"rows": rows, "parts": len(files), "sorted": ordered}
+    parts.partial_sort(list(SORT_KEYS)).recompute().write_parquet(out, mode="overwrite")
+
+
+class Reference:
+    """What every run is checked against, computed by DuckDB from the input (untimed)."""
+
+    def __init__(self, source: str, work: str):
+        self.aggregate = os.path.join(work, "reference-aggregate.parquet")
+        duckdb_hash_aggregate(source, self.aggregate, REFERENCE_MEMORY)
+        self.rows = fingerprint(parquet_source(source), COLUMNS)
+
+    def check_aggregate(self, out: str) -> dict:
+        groups = check_hash_aggregate(self.aggregate, out)
+        return {"groups": groups, "rows": self.rows[0], "checked": "every group vs DuckDB"}
+
+    def check_sort(self, out: str, method: str) -> dict:
+        rows = check_same_rows(self.rows, out, COLUMNS)
+        parts = check_sorted(out, SORT_KEYS, across_parts=method == "range")
+        return {"rows": rows, "parts": parts, "sorted": True,
+                "checked": "rows == input rows (count + row-hash sum), sorted by (v, id) in "
+                           + ("and across parts" if method == "range" else "each part")}
 
 
 def _trivial_job(sp, counter) -> None:
@@ -81,7 +92,11 @@ def _trivial_job(sp, counter) -> None:
     sp.partial_sql(f"SELECT item + {value} AS x FROM {{0}}", df).to_arrow()
 
 
-def _many_tasks(sp, counter, tasks: int = 64) -> None:
+OVERHEAD_TASKS = 64  # tasks of the job that measures the per-task overhead
+
+
+def _many_tasks(sp, counter, tasks: int | None = None) -> None:
+    tasks = tasks or OVERHEAD_TASKS
     value = next(counter)
     df = sp.from_items(list(range(tasks))).repartition(tasks, by_rows=True)
     sp.partial_sql(f"SELECT item + {value} AS x FROM {{0}}", df).to_arrow()
@@ -93,8 +108,9 @@ def _tree_rss() -> int:
     return memory.peak
 
 
-def _bench_runner(runner: str, work: str, source: str, partitions: int, workers: int,
-                  repeat: int, sort_method: str, measurements: list[Measurement]) -> dict:
+def _bench_runner(runner: str, work: str, source: str, reference: Reference, partitions: int,
+                  workers: int, repeat: int, sort_method: str,
+                  measurements: list[Measurement]) -> dict:
     started = time.perf_counter()
     sp = _session(runner, os.path.join(work, f"data-{runner}"), workers)
     counter = iter(range(10**9))
@@ -113,16 +129,20 @@ def _bench_runner(runner: str, work: str, source: str, partitions: int, workers:
             t = time.perf_counter()
             _many_tasks(sp, counter)
             many.append(time.perf_counter() - t)
+        # timed: each job until its output is written; checked after the clock stops
+        agg_out, sort_out = os.path.join(work, f"agg-{runner}"), os.path.join(work,
+                                                                              f"sort-{runner}")
         with timed(f"{runner}: hash aggregate", measurements, runner=runner):
-            agg = _aggregate(sp, source, partitions, os.path.join(work, f"agg-{runner}"))
+            _aggregate(sp, source, partitions, agg_out)
+        agg = reference.check_aggregate(agg_out)
         with timed(f"{runner}: sort", measurements, runner=runner):
-            srt = _sort(sp, source, partitions, os.path.join(work, f"sort-{runner}"),
-                        sort_method)
+            _sort(sp, source, partitions, sort_out, sort_method)
+        srt = reference.check_sort(sort_out, sort_method)
         capacity = sp.runner.capacity()
     finally:
         sp.shutdown()
     return {"first_result_s": first, "idle_rss": idle, "trivial_s": trivial, "many_s": many,
-            "per_task_s": (statistics.median(many) - statistics.median(trivial)) / 64,
+            "per_task_s": (statistics.median(many) - statistics.median(trivial)) / OVERHEAD_TASKS,
             "aggregate": agg, "sort": srt, "capacity": capacity,
             "aggregate_run": vars(measurements[-2]), "sort_run": vars(measurements[-1])}
 
@@ -142,21 +162,18 @@ def run_runners_benchmark(gigabytes: float = 1.0, partitions: int | None = None,
         source = make_hash_input(os.path.join(work, "input"), gigabytes)
         generate = time.perf_counter() - t
         input_bytes = sum(os.path.getsize(os.path.join(source, f)) for f in os.listdir(source))
+        t = time.perf_counter()
+        reference = Reference(source, work)
+        reference_seconds = time.perf_counter() - t
         for runner in runners:
-            results[runner] = _bench_runner(runner, work, source, partitions, workers, repeat,
-                                            sort_method, measurements)
+            results[runner] = _bench_runner(runner, work, source, reference, partitions,
+                                            workers, repeat, sort_method, measurements)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    checks = []
-    if len(results) > 1:
-        first, *others = results.values()
-        for key in ("aggregate", "sort"):
-            same = all(other[key] == first[key] for other in others)
-            checks.append(f"{key}: results {'identical' if same else 'DIFFER'} across runners")
-            if not same:
-                raise RuntimeError(f"{key} results differ: "
-                                   f"{ {r: v[key] for r, v in results.items()} }")
+    checks = [f"every run checked against DuckDB on the input (computed untimed in "
+              f"{reference_seconds:.1f} s): the aggregate group by group, the sort's rows "
+              f"(count and row-hash sum) and order"]
 
     def mib(n: int) -> str:
         return f"{n / 2**20:.0f} MiB"
@@ -176,7 +193,7 @@ def run_runners_benchmark(gigabytes: float = 1.0, partitions: int | None = None,
     row("(b) peak RSS, process tree", lambda r: mib(r["sort_run"]["peak_bytes"]))
     row(f"(c) trivial job, warm session (median of {repeat})",
         lambda r: f"{statistics.median(r['trivial_s']) * 1000:.1f} ms")
-    row("(d) per-task overhead (64-task job)", lambda r: f"{r['per_task_s'] * 1000:.2f} ms")
+    row(f"(d) per-task overhead ({OVERHEAD_TASKS}-task job)", lambda r: f"{r['per_task_s'] * 1000:.2f} ms")
     row("session start to first result", lambda r: f"{r['first_result_s']:.2f} s")
     row("idle RSS after the first result", lambda r: mib(r["idle_rss"]))
     row("task slots (capacity)", lambda r: str(r["capacity"]))

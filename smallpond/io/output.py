@@ -209,17 +209,20 @@ def check_output(path: str, mode: str, inputs: Iterable[str] = (),
 
 
 # -- staging and recovery ----------------------------------------------------------------------
-def _new_staging(path: str) -> str:
+def _staging_name(path: str) -> str:
+    """Where a writer of `path` stages: inside it when it exists (its own file system, even
+    when it is a mount point), else beside it."""
     token = uuid.uuid4().hex[:12]
     if os.path.isdir(path):
-        staging = os.path.join(path, f"{WRITER_MARK}{token}")
-    else:
-        parent, name = os.path.split(path)
-        staging = os.path.join(parent, f".{name}{WRITER_MARK}{token}")
+        return os.path.join(path, f"{WRITER_MARK}{token}")
+    parent, name = os.path.split(path)
+    return os.path.join(parent, f".{name}{WRITER_MARK}{token}")
+
+
+def _make_staging(staging: str) -> None:
     os.makedirs(os.path.join(staging, "new"))
     os.makedirs(os.path.join(staging, "backup"))
     write_json_atomic(os.path.join(staging, "owner.json"), current_owner())
-    return staging
 
 
 def _writer_alive(staging: str) -> bool:
@@ -391,10 +394,10 @@ def write_output(parts: Sequence[Sequence[FileSlice]], path: str, mode: str,
     """
     inputs = list(inputs)
     path = check_output(path, mode, inputs, data_root)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = None
+    staging = _staging_name(path)  # named first: a failure anywhere below removes it
     try:
-        staging = _new_staging(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _make_staging(staging)
         first = _first_number(path, mode)
         sizes: dict[str, int] = {}
         for offset, slices in enumerate(parts):
@@ -415,5 +418,4 @@ def write_output(parts: Sequence[Sequence[FileSlice]], path: str, mode: str,
         raise OutputError(f"failed writing {path!r}: {error}; the previous output is "
                           "untouched", path=path) from error
     finally:
-        if staging is not None:
-            remove_tree(staging)
+        remove_tree(staging)
