@@ -129,7 +129,7 @@ class Injector:
 
     # -- the faults ---------------------------------------------------------------------------
     def _before_staging(self):
-        self._wrap("_new_staging", before=lambda call, *a: self._fire(self._eio()))
+        self._wrap("_make_staging", before=lambda call, *a: self._fire(self._eio()))
 
     def _first_part(self):
         self._wrap("_stage_part", before=lambda call, *a: self._fire(self._eio()))
@@ -156,16 +156,16 @@ class Injector:
                            os.path.dirname(s) == self.out, nth, self._eio)
 
     def _publish_matches(self, source: str, target: str) -> bool:
-        if not self.mode.exists or self.mode.name == "empty":
+        if not self.mode.exists:
             return target == self.out  # a new folder is published by one rename
         return os.path.dirname(target) == self.out and f"{os.sep}new{os.sep}" in source
 
     def _mid_publish(self):
-        nth = 1 if not self.mode.exists or self.mode.name == "empty" else 2
+        nth = 1 if not self.mode.exists else 2
         self._rename_fault(self._publish_matches, nth, self._eio)
 
     def _interrupt(self):
-        nth = 1 if not self.mode.exists or self.mode.name == "empty" else 2
+        nth = 1 if not self.mode.exists else 2
         self._rename_fault(self._publish_matches, nth, KeyboardInterrupt)
 
     def _verify(self):
