@@ -6,6 +6,7 @@ Precedence: explicit argument > ``SMALLPOND_<NAME>`` > the original's ``SP_<NAME
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from smallpond.errors import ConfigError
 __all__ = ["Config", "resolve_config", "check_partitions", "MAX_PARTITIONS"]
 
 RUNNERS = ("local", "ray")
-MAX_PARTITIONS = 100_000  # beyond this, planning and scheduling cost more than they save
+MAX_PARTITIONS = 100_000
+MIN_TASK_MEMORY = 64 << 20  # DuckDB needs some room to run a query at all  # beyond this, planning and scheduling cost more than they save
 VERIFY_LEVELS = ("checksum", "stat")  # how reused task outputs are checked before use
 DEFAULT_DATA_ROOT = "~/.smallpond/data"
 
@@ -97,6 +99,17 @@ def _parse_bytes(value, name: str) -> int | None:
         raise ConfigError(f"{name} must be a byte size like '2GB', got {value!r}") from None
 
 
+def _job_id(value) -> str | None:
+    """A job id names folders under data_root: a plain name, never a path."""
+    if value is None:
+        return None
+    text = str(value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", text) or ".." in text:
+        raise ConfigError(f"job_id must be a name of letters, digits, '.', '_' and '-' (it "
+                          f"names folders under data_root), got {value!r}")
+    return text
+
+
 def _partitions(value) -> int | None:
     if value is None:
         value = _int(_env("PARTITIONS"), "SMALLPOND_PARTITIONS")
@@ -131,6 +144,9 @@ def resolve_config(
     runner = runner or _env("RUNNER") or ("ray" if ray_address else "local")
     if runner not in RUNNERS:
         raise ConfigError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    if data_root is not None and (not isinstance(data_root, (str, os.PathLike))
+                                  or not os.fspath(data_root)):
+        raise ConfigError(f"data_root must be a non-empty path, got {data_root!r}")
     root = data_root or _env("DATA_ROOT") or DEFAULT_DATA_ROOT
     root = str(Path(os.path.expanduser(root)).absolute())
     executors = _int(num_executors, "num_executors") or _int(_env("NUM_EXECUTORS"),
@@ -139,6 +155,9 @@ def resolve_config(
     memory = _parse_bytes(memory_per_task or _env("MEMORY_PER_TASK"), "memory_per_task")
     if memory is None:
         memory = max(256 << 20, int(_available_memory() * 0.7) // executors)
+    if memory < MIN_TASK_MEMORY:
+        raise ConfigError(f"memory_per_task must be at least {MIN_TASK_MEMORY >> 20} MiB, got "
+                          f"{memory} bytes")
     verify = verify or _env("VERIFY") or "checksum"
     if verify not in VERIFY_LEVELS:
         raise ConfigError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")
@@ -150,7 +169,7 @@ def resolve_config(
         memory_per_task=memory,
         partitions=_partitions(partitions),
         max_retries=2 if max_retries is None else int(max_retries),
-        job_id=job_id or _env("JOBID"),
+        job_id=_job_id(job_id or _env("JOBID")),
         job_name=job_name,
         verify=verify,
         extra=extra,

@@ -78,6 +78,9 @@ class DataFrame:
             _check_columns(self._node, (range_by,), "range_by")
             return self._derive(Repartition(self._node, npartitions, "range", by=range_by))
         if hash_by:
+            if not isinstance(hash_by, (str, list, tuple)):
+                raise PlanError(f"hash_by needs a column name or a list of them, got "
+                                f"{type(hash_by).__name__}")
             columns = (hash_by,) if isinstance(hash_by, str) else tuple(hash_by)
             _check_columns(self._node, columns, "hash_by")
             return self._derive(Repartition(self._node, npartitions, "hash", hash_by=columns))
@@ -100,7 +103,7 @@ class DataFrame:
             check_fragment(key, "partial_sort")
         return self._derive(fragment_query("SELECT * FROM {0} ORDER BY {fragment}",
                                            ", ".join(keys), self._node, kwargs,
-                                           "partial_sort", ordered=True))
+                                           "partial_sort", "order", ordered=True))
 
     # -- row operations ---------------------------------------------------------------------
     def filter(self, sql_or_func: str | Callable[[dict], bool], *, deterministic: bool = False,
@@ -112,7 +115,8 @@ class DataFrame:
         """
         if isinstance(sql_or_func, str):
             return self._derive(fragment_query("SELECT * FROM {0} WHERE ({fragment})",
-                                               sql_or_func, self._node, kwargs, "filter"))
+                                               sql_or_func, self._node, kwargs, "filter",
+                                               "where"))
         return self._derive(python_map(self._node, "filter", sql_or_func, kwargs, "filter",
                                        deterministic=deterministic))
 
@@ -130,7 +134,7 @@ class DataFrame:
     def _row_op(self, kind, sql_or_func, schema, deterministic, kwargs) -> DataFrame:
         if isinstance(sql_or_func, str):
             return self._derive(fragment_query("SELECT {fragment} FROM {0}", sql_or_func,
-                                               self._node, kwargs, kind))
+                                               self._node, kwargs, kind, "select"))
         return self._derive(python_map(self._node, kind, sql_or_func, kwargs, kind, schema,
                                        deterministic=deterministic))
 

@@ -17,7 +17,7 @@ from smallpond.compat import stage_options
 from smallpond.errors import PlanError
 from smallpond.logical.nodes import Node, PythonMap, SqlQuery
 from smallpond.logical.partitioning import copartitioned
-from smallpond.logical.sqlcheck import check_fragment, check_query
+from smallpond.logical.sqlcheck import check_fragment, check_query, check_shape
 
 __all__ = ["sql_query", "fragment_query", "python_map", "pickle_function", "function_name"]
 
@@ -83,14 +83,17 @@ def sql_query(query: str | Sequence[str], inputs: Sequence[Node], kwargs: dict[s
 
 
 def fragment_query(template: str, fragment: str, source: Node, kwargs: dict[str, Any],
-                   what: str, ordered: bool = False) -> SqlQuery:
+                   what: str, shape: str, ordered: bool = False) -> SqlQuery:
     """A SQL node that places a user's fragment (a predicate, a select list, sort keys) into
-    `template` at `{fragment}`, on lines of its own so that a trailing comment ends there."""
+    `template` at `{fragment}`, on lines of its own so that a trailing comment ends there.
+    The result must keep the template's `shape` (check_shape)."""
     if not isinstance(fragment, str) or not fragment.strip():
         raise PlanError(f"{what} needs a non-empty SQL string")
     check_fragment(fragment, what)
     sql = template.replace("{fragment}", f"\n{fragment}\n")
-    return sql_query(sql, (source,), kwargs, what=what, ordered=ordered)
+    node = sql_query(sql, (source,), kwargs, what=what, ordered=ordered)
+    check_shape(sql, shape, what)
+    return node
 
 
 def python_map(source: Node, kind: str, func: Callable, kwargs: dict[str, Any], what: str,

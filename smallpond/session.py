@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import time
@@ -15,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from smallpond.config import Config, resolve_config
-from smallpond.errors import PlanError
+from smallpond.errors import ConfigError, DiskFullError, PlanError
 from smallpond.io.commit import write_json_atomic
+from smallpond.io.disk import is_disk_full, mount_point
 from smallpond.io.files import FileSlice, expand_paths, file_identity, named_folders
 from smallpond.io.sessions import SessionArea, clean_dead_sessions
 from smallpond.logical.nodes import Node, ReadOptions, Scan
@@ -37,9 +39,12 @@ class Session:
         seed = config.extra.get("random_seed")
         # what keys tasks that only the same job may reuse (and seeds {rand_seed})
         self.scope = self.job_id if seed is None else f"{self.job_id}:{seed}"
-        for folder in (config.tasks_dir, config.sources_dir, config.runs_dir):
-            os.makedirs(folder, exist_ok=True)
-        self._area = SessionArea(config.data_root, self.session_id)
+        try:
+            for folder in (config.tasks_dir, config.sources_dir, config.runs_dir):
+                os.makedirs(folder, exist_ok=True)
+            self._area = SessionArea(config.data_root, self.session_id)
+        except OSError as error:
+            raise ConfigError(f"cannot use data_root {config.data_root!r}: {error}") from error
         clean_dead_sessions(config.data_root, keep=self._area.path)
         self.config = config.with_(scratch_dir=self._area.path)
         self._runner: Runner | None = None
@@ -140,21 +145,47 @@ class Session:
         path = os.path.join(self.config.sources_dir, f"{digest}.parquet")
         if not os.path.exists(path):
             temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-            pq.write_table(table, temporary)
-            os.replace(temporary, path)
+            try:
+                pq.write_table(table, temporary)
+                os.replace(temporary, path)
+            except OSError as error:
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+                if is_disk_full(error):
+                    raise DiskFullError(f"no space left on device (mount "
+                                        f"{mount_point(path)}) storing a table under "
+                                        f"{self.config.sources_dir}", mount=mount_point(path),
+                                        path=path) from error
+                raise ConfigError(f"cannot store a table under {self.config.sources_dir}: "
+                                  f"{error}") from error
         slices = (FileSlice(path),)
         return self._dataframe(Scan((slices,), ReadOptions(), (f"memory:{digest}",)))
 
     def from_pandas(self, df) -> DataFrame:
         """A pandas DataFrame as one partition."""
-        return self.from_arrow(pa.Table.from_pandas(df, preserve_index=False))
+        import pandas as pd
+
+        if not isinstance(df, pd.DataFrame):
+            raise PlanError(f"from_pandas needs a pandas DataFrame, got {type(df).__name__}")
+        try:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        except (pa.ArrowException, ValueError, TypeError) as error:
+            raise PlanError(f"from_pandas: the DataFrame cannot become an Arrow table: "
+                            f"{error}") from error
+        return self.from_arrow(table)
 
     def from_items(self, items: Iterable[Any]) -> DataFrame:
         """A list of dicts (one row each) or of plain values (column `item`)."""
+        if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+            raise PlanError(f"from_items needs a list of rows, got {type(items).__name__}")
         items = list(items)
-        if items and all(isinstance(i, dict) for i in items):
-            return self.from_arrow(pa.Table.from_pylist(items))
-        return self.from_arrow(pa.table({"item": items}))
+        try:
+            if items and all(isinstance(i, dict) for i in items):
+                return self.from_arrow(pa.Table.from_pylist(items))
+            return self.from_arrow(pa.table({"item": items}))
+        except (pa.ArrowException, ValueError, TypeError) as error:
+            raise PlanError(f"from_items: the values do not make one table (each column needs "
+                            f"one type): {error}") from error
 
     def partial_sql(self, query: str | Sequence[str], *inputs: DataFrame,
                     copartitioned: bool = False, **kwargs) -> DataFrame:
@@ -203,6 +234,8 @@ class Session:
 
         `what` names the action in its progress display and run record (the DataFrames it
         computes, or a text)."""
+        if self._closed:
+            raise ConfigError("this session was shut down; start another with smallpond.init()")
         from smallpond.report.job import run_job
 
         self._last_graph = graph

@@ -470,3 +470,23 @@ def test_statements_other_than_a_query_are_refused(sp, tmp_path):
     with pytest.raises(SqlError, match="statement 1"):
         sp.partial_sql([f"COPY (SELECT 1) TO '{tmp_path / 'y.csv'}'", "SELECT * FROM {0}"], df)
     assert not list(tmp_path.glob("*.csv"))
+
+
+@pytest.mark.parametrize("fragment", [
+    "user FROM (SELECT 1 AS user) UNION ALL SELECT user",
+    "user FROM (SELECT 1 AS user) UNION SELECT user",
+    "user FROM (SELECT 1 AS user) t, (SELECT 2) u CROSS JOIN",
+    "* FROM (SELECT 42 AS user) LIMIT 1) UNION ALL (SELECT user",
+])
+def test_a_select_list_cannot_become_a_query_of_its_own(sp, fragment):
+    df = sp.from_items([{"user": i} for i in range(10)])
+    # refused before running: left its place, bad syntax, or a parenthesis it did not open
+    with pytest.raises(SqlError, match=r"map(: Parser Error| must be one SQL select list| has unbalanced)"):
+        df.map(fragment).count()
+
+
+def test_select_lists_that_stay_put_are_fine(sp):
+    df = sp.from_items([{"user": i % 3, "a": i} for i in range(9)])
+    assert sorted(df.map("DISTINCT user").to_arrow()["user"].to_pylist()) == [0, 1, 2]
+    assert df.map("a > (SELECT 4) AS big").to_arrow()["big"].to_pylist().count(True) == 4
+    assert df.map("* EXCLUDE (a)").to_arrow().column_names == ["user"]
