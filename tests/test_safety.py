@@ -490,3 +490,47 @@ def test_select_lists_that_stay_put_are_fine(sp):
     assert sorted(df.map("DISTINCT user").to_arrow()["user"].to_pylist()) == [0, 1, 2]
     assert df.map("a > (SELECT 4) AS big").to_arrow()["big"].to_pylist().count(True) == 4
     assert df.map("* EXCLUDE (a)").to_arrow().column_names == ["user"]
+
+
+@pytest.mark.parametrize("right", ["double keys", "other key", "changed key", "python step",
+                                   "timestamp units"])
+def test_inputs_that_only_look_co_partitioned_are_refused(sp, right):
+    import datetime
+
+    keys = list(range(200))
+    left = sp.from_arrow(pa.table({"k": keys})).repartition(8, hash_by="k")
+    tables = {
+        "double keys": pa.table({"k": [float(k) for k in keys]}),
+        "other key": pa.table({"k": keys, "j": keys[::-1]}),
+        "changed key": pa.table({"k": keys}),
+        "python step": pa.table({"k": keys}),
+        "timestamp units": pa.table({"k": keys}),
+    }
+    other = sp.from_arrow(tables[right])
+    if right == "other key":
+        other = other.repartition(8, hash_by="j")
+    elif right == "changed key":
+        other = other.repartition(8, hash_by="k").map("k + 1 AS k")
+    elif right == "python step":
+        other = other.repartition(8, hash_by="k").map_batches(lambda t: t)
+    elif right == "timestamp units":
+        base = datetime.datetime(2026, 1, 1)
+        stamps = [base + datetime.timedelta(seconds=k) for k in keys]
+        left = sp.from_arrow(pa.table({"k": pa.array(stamps, pa.timestamp("us"))})) \
+            .repartition(8, hash_by="k")
+        other = sp.from_arrow(pa.table({"k": pa.array(stamps, pa.timestamp("ns"))})) \
+            .repartition(8, hash_by="k")
+    else:
+        other = other.repartition(8, hash_by="k")
+    with pytest.raises(PlanError, match="co-partitioned"):
+        sp.partial_sql("SELECT count(*) AS c FROM {0} a JOIN {1} b ON a.k = b.k", left, other)
+
+
+def test_steps_that_keep_the_keys_keep_the_proof(sp):
+    keys = list(range(200))
+    left = sp.from_arrow(pa.table({"k": keys, "v": keys})).repartition(8, hash_by="k") \
+        .filter("v >= 0").map("k, v * 2 AS w")
+    right = sp.from_arrow(pa.table({"k": keys})).repartition(8, hash_by="k").map("*")
+    joined = sp.partial_sql("SELECT count(*) AS c FROM {0} a JOIN {1} b ON a.k = b.k",
+                            left, right)
+    assert sum(joined.to_arrow()["c"].to_pylist()) == 200
