@@ -7,6 +7,11 @@ pickle, 0.15 keywords are accepted or named clearly.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import sys
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +39,37 @@ def pickle_function(func: Callable, what: str) -> bytes:
     except Exception as error:
         raise PlanError(f"{what}: function {function_name(func)!r} cannot be pickled for the "
                         f"workers: {type(error).__name__}: {error}") from error
+
+
+def function_fingerprint(func: Callable) -> str:
+    """A digest of what a function computes: its code (nested functions and lambdas too) and
+    the source file of its module. Pickling keeps only a reference to a function imported from
+    a module, so without this an edited module would still reuse the old results."""
+    digest = hashlib.sha256()
+
+    def add_code(code: types.CodeType) -> None:
+        digest.update(code.co_code)
+        digest.update(repr(code.co_names).encode())
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                add_code(const)
+            else:
+                digest.update(repr(const).encode())
+
+    target = func
+    while isinstance(target, functools.partial):
+        digest.update(repr((target.args, sorted(target.keywords.items()))).encode())
+        target = target.func
+    code = getattr(target, "__code__", None) or getattr(
+        getattr(type(target), "__call__", None), "__code__", None)  # noqa: B004 - a class
+    if code is not None:
+        add_code(code)
+    module = sys.modules.get(getattr(target, "__module__", None) or "")
+    source = getattr(module, "__file__", None)
+    if source and os.path.isfile(source):
+        with open(source, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()[:24]
 
 
 def _udfs(options: dict[str, Any]) -> bytes | None:
@@ -105,7 +141,8 @@ def python_map(source: Node, kind: str, func: Callable, kwargs: dict[str, Any], 
         raise PlanError(f"schema must be a pyarrow.Schema, got {type(schema).__name__}")
     return PythonMap(source, kind, pickle_function(func, what), function_name(func),
                      None if schema is None else schema.serialize().to_pybytes(),
-                     batch_size=batch_size, deterministic=bool(deterministic))
+                     batch_size=batch_size, deterministic=bool(deterministic),
+                     fingerprint=function_fingerprint(func))
 
 
 def _has_order_by(sql: str) -> bool:

@@ -300,3 +300,25 @@ def test_udfs_of_the_same_name_in_consecutive_tasks(tmp_path):
     finally:
         session.shutdown()
 
+
+
+def test_an_edited_module_function_runs_again(tmp_path):
+    (tmp_path / "mylib.py").write_text("def f(row):\n    return {'x': row['item'] * 10}\n")
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import mylib, smallpond
+        sp = smallpond.init(data_root={str(tmp_path / "root")!r}, num_executors=1,
+                            job_id="same-job")
+        print(sorted(r["x"] for r in sp.from_items([1, 2]).map(mylib.f,
+                                                               deterministic=True).take_all()))
+    """))
+
+    def run() -> str:
+        return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              check=True, timeout=300).stdout.strip()
+
+    assert run() == "[10, 20]"
+    (tmp_path / "mylib.py").write_text("def f(row):\n    return {'x': row['item'] * 1000}\n")
+    assert run() == "[1000, 2000]"

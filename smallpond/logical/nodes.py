@@ -178,6 +178,7 @@ class PythonMap(OneInput):
     schema: bytes | None = None
     batch_size: int | None = None
     deterministic: bool = False  # a pure function of its rows: reusable across sessions
+    fingerprint: str = ""  # a digest of the function's code (see operations.function_fingerprint)
 
     def __post_init__(self):
         if self.kind not in PYTHON_KINDS:

@@ -162,6 +162,8 @@ class Planner:
             params = {"kind": node.kind, "func": node.func, "func_name": node.func_name,
                       "schema": node.schema, "batch_size": node.batch_size,
                       "read": [source.read]}
+            if node.fingerprint:
+                params["code"] = node.fingerprint
             if not node.deterministic:  # side effects or outside inputs: this job only
                 params["scope"] = self.scope
             task = self._add(stage, i, "python", params, (part,))

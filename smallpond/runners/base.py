@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -205,7 +206,8 @@ class Runner(abc.ABC):
                     settings = ExecSettings(self.config.data_root, self.scratch_dir,
                                             self.config.memory_per_task,
                                             self.threads_per_task(),
-                                            force=key in force or key in invalid)
+                                            force=key in force or key in invalid,
+                                            sys_path=tuple(sys.path))
                     handle = self.submit(task, resolve_inputs(task, outputs), settings)
                     running[handle] = key
                     emit(TaskEvent("submitted", task.stage, task.partition, key))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -66,6 +67,7 @@ class ExecSettings:
     memory_limit: int
     threads: int
     force: bool = False
+    sys_path: tuple[str, ...] = ()  # the driver's: user functions import what the driver can
 
     def final_dir(self, key: str) -> str:
         return os.path.join(self.data_root, "tasks", key)
@@ -158,6 +160,9 @@ def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],
         if done is not None:
             return done
         replace = os.path.exists(settings.final_dir(task.key))  # an entry we cannot trust
+    for entry in settings.sys_path:
+        if entry not in sys.path:
+            sys.path.append(entry)
     started = time.perf_counter()
     staging = new_staging_dir(os.path.join(settings.scratch_dir, "staging"), task.key)
     spill = os.path.join(settings.scratch_dir, "spill", os.path.basename(staging))
