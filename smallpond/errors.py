@@ -85,11 +85,11 @@ class UserFunctionError(TaskError):
 
     Raised on the driver as an instance of the user's own exception class too (when that
     class could be sent back), so `except ZeroDivisionError:` around an action still works;
-    `user_error` is the original exception.
+    `user_error` carries the original's (class, args, attributes).
     """
 
     def __init__(self, message: str, function: str | None = None,
-                 user_error: BaseException | None = None, **kwargs):
+                 user_error: tuple | None = None, **kwargs):
         super().__init__(message, **kwargs)
         self.function = function
         self.user_error = user_error
@@ -102,28 +102,63 @@ def _reduce_as_plain(error: UserFunctionError):
     return (_rebuild, (UserFunctionError, error.args, error.__dict__))
 
 
+def portable_error(error: BaseException) -> tuple | None:
+    """What crosses to the driver of a user's exception: its class, args and attributes (not
+    the instance: a class whose __init__ takes other arguments cannot be rebuilt by pickle).
+    None when the class itself cannot be pickled."""
+    import cloudpickle
+
+    state = {}
+    for key, value in vars(error).items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            continue
+        state[key] = value
+    args = []
+    for value in error.args:
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            value = repr(value)
+        args.append(value)
+    try:
+        cloudpickle.dumps(type(error))
+    except Exception:
+        return None
+    return type(error), tuple(args), state
+
+
+def _instance(cls: type, args: tuple, state: dict) -> BaseException:
+    error = cls.__new__(cls, *args)
+    BaseException.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
 def as_user_exception(error: UserFunctionError) -> UserFunctionError:
     """The same error, also an instance of the user's exception class (if it can be)."""
-    original = getattr(error, "user_error", None)
-    if original is None or isinstance(error, type(original)):
+    carried = getattr(error, "user_error", None)
+    if not isinstance(carried, tuple) or len(carried) != 3:
         return error
-    base = type(original)
+    base, args, state = carried
+    if not isinstance(base, type) or not issubclass(base, BaseException) \
+            or isinstance(error, base):
+        return error
     dual = _DUAL_CLASSES.get(base)
     if dual is None:
         try:
             dual = type(f"UserFunctionError[{base.__name__}]", (type(error), base),
                         {"__module__": __name__, "__str__": TaskError.__str__,
-                         "__reduce__": _reduce_as_plain})
+                         "__reduce__": _reduce_as_plain, "__init__": TaskError.__init__})
         except TypeError:  # a layout Python cannot combine: keep the plain error
             return error
         _DUAL_CLASSES[base] = dual
     try:
-        combined = dual.__new__(dual, *error.args)
-        Exception.__init__(combined, *error.args)
-        combined.__dict__.update(error.__dict__)
+        combined = _instance(dual, error.args, {**state, **error.__dict__})
+        combined.__cause__ = _instance(base, args, state)
     except Exception:
         return error
-    combined.__cause__ = original
     combined.__traceback__ = error.__traceback__
     return combined
 

@@ -322,3 +322,27 @@ def test_an_edited_module_function_runs_again(tmp_path):
     assert run() == "[10, 20]"
     (tmp_path / "mylib.py").write_text("def f(row):\n    return {'x': row['item'] * 1000}\n")
     assert run() == "[1000, 2000]"
+
+
+class TwoPartError(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a}-{b}")
+        self.a, self.b = a, b
+
+
+@pytest.mark.parametrize("raised, caught", [
+    (lambda: TwoPartError(1, 2), TwoPartError),
+    (lambda: KeyError("k"), KeyError),
+    (lambda: SystemExit(3), SystemExit),
+])
+def test_the_users_exception_class_whatever_its_constructor(sp, raised, caught):
+    def fail(row):
+        raise raised()
+
+    with pytest.raises(caught) as info:
+        sp.from_items([1]).map(fail).count()
+    assert isinstance(info.value, UserFunctionError) and info.value.function
+    if caught is TwoPartError:
+        assert (info.value.a, info.value.b) == (1, 2)
+    # errors in the user's code are never retried, whatever they are
+    assert not any(e.kind == "retried" for e in sp.events[-20:])

@@ -10,7 +10,7 @@ import cloudpickle
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from smallpond.errors import UserFunctionError
+from smallpond.errors import UserFunctionError, portable_error
 from smallpond.io.arrow import large_types
 from smallpond.io.files import FileSlice
 from smallpond.kernels.context import TaskContext
@@ -117,27 +117,21 @@ def run_python(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
 
 
 def _guarded(call: Callable, describe: Callable[[], str], name: str, ctx: TaskContext):
-    """Run user code; its exception becomes a UserFunctionError that carries the original
-    (so that the driver can raise an error that is also an instance of the user's class)."""
+    """Run user code; whatever it raises (SystemExit and KeyboardInterrupt too: the user's
+    code raised them, the worker is fine) becomes a UserFunctionError, never retried, that
+    carries the original's class and state so that the driver can raise an error that is
+    also an instance of the user's class."""
     try:
         return call()
     except UserFunctionError:
         raise
-    except Exception as error:
+    except GeneratorExit:
+        raise
+    except BaseException as error:
         raise UserFunctionError(
             f"{describe()} raised {type(error).__name__}: {error}", function=name,
-            stage=ctx.stage, partition=ctx.partition, user_error=_portable(error)) from error
-
-
-def _portable(error: BaseException) -> BaseException | None:
-    """The user's exception if it survives pickling (it crosses to the driver), else None."""
-    try:
-        cloudpickle.loads(cloudpickle.dumps(error))
-    except Exception:
-        return None
-    error.__traceback__ = None
-    error.__context__ = error.__cause__ = None
-    return error
+            stage=ctx.stage, partition=ctx.partition, user_error=portable_error(error),
+        ) from error
 
 
 def _as_table(result) -> pa.Table:
