@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from smallpond.compat import stage_options
-from smallpond.errors import PlanError
+from smallpond.errors import InputError, OutputError, PlanError
 from smallpond.io.arrow import to_large
 from smallpond.io.files import FileSlice
 from smallpond.io.output import check_output, write_output
 from smallpond.io.parquet import count_rows, read_slices
+from smallpond.io.sessions import pinned_task_keys
 from smallpond.logical.nodes import Limit, Node, Repartition, Scan
 from smallpond.logical.optimizer import optimize
 from smallpond.logical.sqlcheck import check_fragment
@@ -305,27 +306,55 @@ def compute_many(session: Session, dfs: Sequence[DataFrame]) -> list[list[list[F
         if df._recompute:
             force |= _reachable(graph, parts)
     outputs = session.run_graph(graph, frozenset(force), dfs)
-    movable = _movable_outputs(graph, dfs, parts_per_df, outputs)
     results = []
     for df, parts in zip(dfs, parts_per_df):
-        resolved = []
-        for part in parts:
-            files: list[FileSlice] = []
-            for source in part:
-                files.extend(outputs[source.task].slices(source.bucket)
-                             if isinstance(source, TaskSlice) else [source])
-            resolved.append(files)
-        if df._sink is not None:
+        for attempt in range(1, SINK_ATTEMPTS + 1):
+            resolved = [_resolve(part, outputs) for part in parts]
+            if df._sink is None:
+                break
             path, mode = df._sink
-            write_output(resolved, path, mode, session.config.data_root,
-                         input_paths(df._node), movable=movable, job_id=session.job_id)
+            try:
+                write_output(resolved, path, mode, session.config.data_root,
+                             input_paths(df._node),
+                             movable=_movable_outputs(graph, dfs, parts_per_df, outputs,
+                                                      session.config.data_root),
+                             job_id=session.job_id)
+                break
+            except (OutputError, InputError) as error:
+                if attempt == SINK_ATTEMPTS or not _vanished_from_cache(error, session):
+                    raise
+                # another session moved or evicted a task output between the run and the
+                # write: run again (it re-makes only what is gone), then write again
+                outputs = session.run_graph(graph, frozenset(force), dfs)
         results.append(resolved)
     return results
 
 
-def _movable_outputs(graph: TaskGraph, dfs, parts_per_df, outputs) -> dict[str, str]:
+SINK_ATTEMPTS = 3
+
+
+def _resolve(part, outputs) -> list[FileSlice]:
+    files: list[FileSlice] = []
+    for source in part:
+        files.extend(outputs[source.task].slices(source.bucket)
+                     if isinstance(source, TaskSlice) else [source])
+    return files
+
+
+def _vanished_from_cache(error: Exception, session: Session) -> bool:
+    """Whether a write failed because a committed task file it read is no longer there."""
+    tasks_dir = session.config.tasks_dir + os.sep
+    cause = error.__cause__
+    path = getattr(error, "path", None) if isinstance(error, InputError) else (
+        getattr(cause, "filename", None) if isinstance(cause, FileNotFoundError) else None)
+    return isinstance(path, str) and path.startswith(tasks_dir)
+
+
+def _movable_outputs(graph: TaskGraph, dfs, parts_per_df, outputs,
+                     data_root: str) -> dict[str, str]:
     """Files that a sink may move out of the task cache instead of copying: whole outputs of
-    tasks that one sink alone reads (no other task, sink or returned result needs them).
+    tasks that one sink alone reads (no other task, sink or returned result needs them, and
+    no running action of another session on this data_root).
 
     Moving keeps the cache and the user's output from sharing storage (a user who rewrites
     an output file cannot damage the cache) at no copying cost; the task runs again if a later
@@ -342,8 +371,10 @@ def _movable_outputs(graph: TaskGraph, dfs, parts_per_df, outputs) -> dict[str, 
                 if isinstance(source, TaskSlice):
                     extra = 0 if source.bucket is None else 2
                     readers[source.task] = readers.get(source.task, 0) + weight + extra
+    others = pinned_task_keys(data_root)
     return {output.path(f): output.directory
-            for key, count in readers.items() if count == 1 and key in outputs
+            for key, count in readers.items()
+            if count == 1 and key in outputs and key not in others
             for output in [outputs[key]] for f in output.files}
 
 

@@ -534,3 +534,28 @@ def test_steps_that_keep_the_keys_keep_the_proof(sp):
     joined = sp.partial_sql("SELECT count(*) AS c FROM {0} a JOIN {1} b ON a.k = b.k",
                             left, right)
     assert sum(joined.to_arrow()["c"].to_pylist()) == 200
+
+
+def test_sessions_running_the_same_job_at_once_all_succeed(tmp_path):
+    """Each writes the job's result; the first to publish moves files out of the cache that
+    the others still need: they notice and make them again (never an error)."""
+    root = tmp_path / "root"
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, smallpond\n"
+        f"sp = smallpond.init(data_root={str(root)!r}, num_executors=1)\n"
+        "df = sp.from_items([{'k': i % 50, 'v': i} for i in range(4000)])"
+        ".repartition(4, hash_by='k')\n"
+        "agg = sp.partial_sql('SELECT k, sum(v) AS s FROM {0} GROUP BY k', df)\n"
+        "agg.write_parquet(sys.argv[1])\n")
+    for round_ in range(2):
+        outs = [tmp_path / f"out-{round_}-{i}" for i in range(3)]
+        procs = [subprocess.Popen([sys.executable, str(script), str(o)],
+                                  stderr=subprocess.PIPE, text=True) for o in outs]
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+        expected = {k: sum(v for v in range(4000) if v % 50 == k) for k in range(50)}
+        for out in outs:
+            rows = pq.read_table(str(out)).to_pylist()
+            assert {r["k"]: r["s"] for r in rows} == expected and len(rows) == 50

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smallpond.config import Config
-from smallpond.errors import TaskError, UserFunctionError, as_user_exception
+from smallpond.errors import InputError, TaskError, UserFunctionError, as_user_exception
 from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskGraph, TaskOutput, TaskSlice
 from smallpond.runners.execute import ExecSettings, corrupt_file, load_committed
@@ -114,6 +114,19 @@ def needed_tasks(graph: TaskGraph, data_root: str, force: frozenset[str],
     return needed, reused
 
 
+def _lost_input(result, task: Task, data_root: str) -> str | None:
+    """The producer whose committed file `task` could not find or read, if that is why it
+    failed (an InputError naming a file under data_root/tasks/<producer>/)."""
+    path = getattr(result, "path", None)
+    if not isinstance(result, InputError) or not path:
+        return None
+    tasks_dir = os.path.join(data_root, "tasks") + os.sep
+    if not path.startswith(tasks_dir):
+        return None
+    producer = path[len(tasks_dir):].split(os.sep, 1)[0]
+    return producer if producer in task.deps else None
+
+
 def _state(output: TaskOutput) -> tuple:
     return tuple((f.name, f.num_bytes, f.mtime_ns, f.checksum) for f in output.files)
 
@@ -196,9 +209,44 @@ class Runner(abc.ABC):
         ready = [key for key, deps in waiting.items() if not deps]
         running: dict[Any, str] = {}
         attempts: dict[str, int] = {}
-        remaining = len(needed)
+        unfinished = set(needed)
+        remade: dict[str, int] = {}  # consumer -> times an input of it had to be made again
+
+        def remake(lost: str, consumer: str) -> None:
+            """An input of `consumer` vanished or went bad after it was committed (another
+            session moved or evicted it, the disk lost it): make it again, then the consumer."""
+            outputs.pop(lost, None)
+            invalid.add(lost)
+            self._verified.pop(lost, None)
+            todo = [lost]
+            while todo:
+                key = todo.pop()
+                if key in unfinished:
+                    continue
+                needed[key] = graph.tasks[key]
+                missing = set()
+                for dep in graph.tasks[key].deps:
+                    if dep in outputs:
+                        continue
+                    if dep not in unfinished:
+                        done = load_committed(self.config.data_root, dep)
+                        if done is not None and trust(done):
+                            outputs[dep] = done
+                            continue
+                        todo.append(dep)
+                    missing.add(dep)
+                waiting[key] = missing
+                for dep in missing:
+                    dependents.setdefault(dep, []).append(key)
+                dependents.setdefault(key, [])
+                unfinished.add(key)
+                if not missing:
+                    ready.append(key)
+            waiting[consumer] = {lost}
+            dependents[lost].append(consumer)
+
         try:
-            while remaining:
+            while unfinished:
                 while ready and len(running) < self.capacity():
                     key = ready.pop(0)
                     task = needed[key]
@@ -226,6 +274,14 @@ class Runner(abc.ABC):
                                        error=str(result)))
                         ready.insert(0, key)
                         continue
+                    lost = _lost_input(result, task, self.config.data_root)
+                    if lost is not None and remade.get(key, 0) < self.config.max_retries + 1:
+                        remade[key] = remade.get(key, 0) + 1
+                        emit(TaskEvent("retried", task.stage, task.partition, key,
+                                       error=f"its input from task {lost} is gone; making it "
+                                             "again"))
+                        remake(lost, key)
+                        continue
                     if isinstance(result, BaseException):
                         emit(TaskEvent("failed", task.stage, task.partition, key,
                                        error=str(result).splitlines()[0] if str(result) else "",
@@ -235,11 +291,12 @@ class Runner(abc.ABC):
                         raise result
                     outputs[key] = result
                     self._verified[key] = _state(result)  # written by this session just now
-                    remaining -= 1
+                    unfinished.discard(key)
                     emit(TaskEvent.finished(task, result))
                     for child in dependents[key]:
                         waiting[child].discard(key)
-                        if not waiting[child]:
+                        if child in unfinished and not waiting[child] and child not in ready \
+                                and child not in running.values():
                             ready.append(child)
         except BaseException:
             if running:
