@@ -7,7 +7,9 @@ or input, 1 when a job ran and failed; `--debug` (or SMALLPOND_DEBUG=1) prints t
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -23,8 +25,16 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error.args[0]) if error.args else str(error)
+    if isinstance(error, click.ClickException):
+        text = error.format_message()
+    else:
+        text = str(error.args[0]) if error.args else str(error)
     return " ".join(text.split()) or type(error).__name__
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends a command the way Ctrl-C does: tasks cancelled, temporary files removed."""
+    raise KeyboardInterrupt
 
 
 def _debugging(args) -> bool:
@@ -40,6 +50,8 @@ class _Commands(click.Group):
         from smallpond.errors import SmallpondError
 
         debug = _debugging(args)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as done:

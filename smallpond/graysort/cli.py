@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import click
+
+from smallpond.errors import InputError, OutputError
 
 __all__ = ["gensort", "valsort"]
 
@@ -23,7 +28,22 @@ def gensort(ascii_: bool, start: str, checksum: bool, count: str, output: str) -
         raise click.UsageError("-b and COUNT must be integers") from None
     if first < 0 or number < 0 or first + number > 2**128:
         raise click.UsageError("records must lie in 0 .. 2^128")
-    total = write_gensort_file(output, number, first, ascii=ascii_)
+    target = os.path.abspath(output)
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise OutputError(f"gensort: cannot write {output!r}: folder {folder!r} does not exist",
+                          path=output)
+    if os.path.exists(target) and not os.path.isfile(target):
+        raise OutputError(f"gensort: {output!r} is not a regular file", path=output)
+    free = shutil.disk_usage(folder).free
+    if number * 100 > free:
+        raise OutputError(f"gensort: {number} records need {number * 100 / 1e9:.1f} GB, but "
+                          f"{folder!r} has {free / 1e9:.1f} GB free", path=output)
+    try:
+        total = write_gensort_file(output, number, first, ascii=ascii_)
+    except OSError as error:
+        raise OutputError(f"gensort: cannot write {output!r}: {error.strerror or error}",
+                          path=output) from error
     if checksum:
         click.echo(f"{total:x}", err=True)
 
@@ -43,18 +63,44 @@ def valsort(summaries: bool, summary_out: str | None, quiet: bool, inputs: tuple
         write_summaries,
     )
 
+    if summary_out:
+        _check_summary_target(summary_out, inputs)
     try:
         if summaries:
             parts = [s for path in inputs for s in read_summaries(path)]
         else:
             parts = [summarize_file(path) for path in inputs]
     except (OSError, ValueError) as error:
-        click.echo(f"valsort: {error}", err=True)
-        raise SystemExit(2) from None
+        raise InputError(f"valsort: {_reason(error)}") from None
     total = merge(parts)
     if summary_out:
-        write_summaries(summary_out, [total])
+        try:
+            write_summaries(summary_out, [total])
+        except OSError as error:
+            raise OutputError(f"valsort: cannot write {summary_out!r}: {_reason(error)}",
+                              path=summary_out) from None
     if not quiet:
         for line in report_lines(total):
             click.echo(line, err=True)
     raise SystemExit(0 if total.ok else 1)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename or ''}: {error.strerror}".lstrip(": ")
+    return str(error)
+
+
+def _check_summary_target(target: str, inputs) -> None:
+    """valsort -o never overwrites one of the files it reads (not through a link either)."""
+    if os.path.isdir(target):
+        raise OutputError(f"valsort: -o {target!r} is a folder", path=target)
+    if os.path.exists(target):
+        out = os.stat(target)
+        for path in inputs:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            if (stat.st_dev, stat.st_ino) == (out.st_dev, out.st_ino):
+                raise OutputError(f"valsort: -o {target!r} is the input {path!r}", path=target)

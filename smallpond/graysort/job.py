@@ -124,6 +124,13 @@ def input_dataframe(sp: Session, partitions: int, records: int | None = None,
         return source.map_batches(_generate_chunk, batch_size=1), records
     files = expand_paths(input, suffixes=(".dat", ".parquet"))
     if all(f.endswith(".parquet") for f in files):
+        from smallpond.io.parquet import read_schema
+
+        names = set(read_schema(files[0]).names)
+        if not {"key", "value"} <= names:
+            raise InputError(f"{files[0]!r} is not GraySort Parquet: it needs binary columns "
+                             f"'key' (10 bytes) and 'value' (90 bytes), it has {sorted(names)}",
+                             path=files[0])
         df = sp.read_parquet(files)
         return df.repartition(partitions), df.count()
     items = []
