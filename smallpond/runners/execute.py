@@ -73,7 +73,8 @@ class ExecSettings:
         return os.path.join(self.data_root, "tasks", key)
 
 
-def load_committed(data_root: str, key: str, check_files: bool = True) -> TaskOutput | None:
+def load_committed(data_root: str, key: str, check_files: bool = True,
+                   quiet: bool = False) -> TaskOutput | None:
     """The manifest entry of a committed task, or None when it has not committed or its entry
     cannot be trusted: a manifest that is malformed or tampered with (its digest), or a file
     that is missing or changed since commit (size, mtime). Such an entry is run again."""
@@ -96,7 +97,8 @@ def load_committed(data_root: str, key: str, check_files: bool = True) -> TaskOu
     if check_files:
         problem = changed_file(output)
         if problem:
-            logger.warning("task %s will run again: %s", key, problem)
+            (logger.debug if quiet else logger.warning)("task %s will run again: %s", key,
+                                                         problem)
             return None
     return output
 
@@ -155,8 +157,8 @@ def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],
                  settings: ExecSettings) -> TaskOutput:
     """Run `task` on resolved inputs and commit its output atomically; idempotent."""
     replace = settings.force
-    if not settings.force:
-        done = load_committed(settings.data_root, task.key)
+    if not settings.force:  # (the driver already said why an entry is not reused)
+        done = load_committed(settings.data_root, task.key, quiet=True)
         if done is not None:
             return done
         replace = os.path.exists(settings.final_dir(task.key))  # an entry we cannot trust
