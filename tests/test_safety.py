@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import smallpond
+import smallpond.errors
 from smallpond.errors import (
     DiskFullError,
     OutputError,
@@ -559,3 +560,157 @@ def test_sessions_running_the_same_job_at_once_all_succeed(tmp_path):
         for out in outs:
             rows = pq.read_table(str(out)).to_pylist()
             assert {r["k"]: r["s"] for r in rows} == expected and len(rows) == 50
+
+
+# -- found by trying to break it (red team of 2026-12-01) ---------------------------------------
+def test_job_id_cannot_name_a_path(tmp_path):
+    victim = tmp_path / "v"
+    victim.mkdir()
+    (victim / "status.json").write_text('{"my": "cfg"}')
+    for job_id in (str(victim), "../../v", "a/b", ".."):
+        with pytest.raises(smallpond.errors.ConfigError, match="job_id"):
+            smallpond.init(data_root=str(tmp_path / "root"), job_id=job_id)
+    assert (victim / "status.json").read_text() == '{"my": "cfg"}'
+
+
+def test_an_input_seen_through_a_bind_mount_is_still_the_input(sp, tmp_path):
+    real = tmp_path / "real"
+    alias = tmp_path / "alias"
+    real.mkdir()
+    alias.mkdir()
+    sp.from_items(list(range(100))).write_parquet(str(real / "O"))
+    done = subprocess.run(["mount", "--bind", str(real), str(alias)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"bind mounts need root (CI runs as root): {done.stderr.strip()}")
+    try:
+        before = _tree(real / "O")
+        df = sp.read_parquet(str(real / "O")).filter("item < 10")
+        with pytest.raises(OutputError, match="is the input|contains the input"):
+            df.write_parquet(str(alias / "O"))
+        assert _tree(real / "O") == before
+    finally:
+        subprocess.run(["umount", "-l", str(alias)], check=False)
+
+
+def test_overwrite_replaces_only_our_part_names(sp, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    keep = ["part-1.parquet", "part-٠٠٠٠٠.parquet", "part-00000.csv", "part-00000.parquet.bak",
+            "mine.txt"]
+    for name in keep:
+        (out / name).write_text(name)
+    (out / "part-123456.parquet").write_bytes(b"an old part of ours")
+    # a manifest that claims a user's file is ours (and with the wrong size) is not believed
+    (out / "_SUCCESS").write_text(json.dumps({"format": "smallpond-output/1", "files": [
+        {"name": "mine.txt", "size": 999}]}))
+    sp.from_items([1, 2]).write_parquet(str(out), mode="overwrite")
+    for name in keep:
+        assert (out / name).read_text() == name
+    assert not (out / "part-123456.parquet").exists()
+    with pytest.raises(OutputExistsError, match="mine.txt"):
+        sp.from_items([3]).write_parquet(str(out))  # mode error: mine.txt is not ours
+
+
+def _killed_mid_publish(sp, tmp_path, fresh: bool):
+    """Run a write in a subprocess and SIGKILL it right after its first part is in place."""
+    out = tmp_path / "out"
+    if not fresh:
+        sp.from_items(list(range(100, 160))).repartition(3, by_rows=True) \
+            .write_parquet(str(out))
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import os, signal, smallpond\n"
+        "import smallpond.io.output as output\n"
+        "real = output._verify\n"
+        "def die(path, sizes):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "output._verify = die\n"
+        f"sp = smallpond.init(data_root={str(tmp_path / 'root2')!r}, num_executors=1)\n"
+        "sp.from_items(list(range(40))).repartition(4, by_rows=True)"
+        f".write_parquet({str(out)!r}, mode='overwrite')\n")
+    done = subprocess.run([sys.executable, str(script)], timeout=300)
+    assert done.returncode == -9
+    return out
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_half_published_folder_is_never_read_and_a_rerun_fixes_it(sp, tmp_path, fresh):
+    out = _killed_mid_publish(sp, tmp_path, fresh)
+    with pytest.raises(smallpond.errors.InputError, match="killed"):
+        sp.read_parquet(str(out)).count()
+    # the same job run again (default mode) rolls the folder back, then writes it
+    sp.from_items(list(range(40))).repartition(4, by_rows=True).write_parquet(str(out))
+    assert sorted(sp.read_parquet(str(out)).to_arrow()["item"].to_pylist()) == list(range(40))
+    assert not _siblings(out) and not [n for n in os.listdir(out) if n.startswith(".")]
+
+
+def test_glob_rules_match_the_shell(sp, tmp_path):
+    root = tmp_path / "d"
+    (root / "x").mkdir(parents=True)
+    (root / "_temporary").mkdir()
+    pq.write_table(pa.table({"v": [1]}), root / "a.parquet")
+    pq.write_table(pa.table({"v": [10]}), root / "x" / "b.parquet")
+    pq.write_table(pa.table({"v": [100]}), root / "_temporary" / "c.parquet")
+    assert sp.read_parquet(str(root / "**" / "*.parquet")).count() == 2  # any depth, top too
+    assert sp.read_parquet(str(root), recursive=True).count() == 2  # _temporary/ left out
+
+
+def test_output_folders_named_with_glob_characters_read_back(sp, tmp_path):
+    for name, rows in (("o*", 1), ("o?", 2), ("o[1]", 3)):
+        sp.from_items(list(range(rows))).write_parquet(str(tmp_path / name))
+    for name, rows in (("o*", 1), ("o?", 2), ("o[1]", 3)):
+        assert sp.read_parquet(str(tmp_path / name)).count() == rows
+
+
+def test_an_output_folder_that_is_a_mount_point(sp, tmp_path, tmpfs):
+    with tmpfs(tmp_path / "mounted", "4m") as mount:
+        sp.from_items(list(range(10))).write_parquet(mount)
+        sp.from_items(list(range(5))).write_parquet(mount)  # a rerun replaces it in place
+        assert sp.read_parquet(mount).count() == 5
+
+
+def test_append_must_keep_the_schema(sp, tmp_path):
+    out = str(tmp_path / "out")
+    sp.from_items([{"a": 1}]).write_parquet(out)
+    with pytest.raises(OutputError, match="schema"):
+        sp.from_items([{"a": "text"}]).write_parquet(out, mode="append")
+    assert sp.read_parquet(out).count() == 1
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda sp, tmp: sp.read_parquet(123), "InputError"),
+    (lambda sp, tmp: sp.read_parquet(None), "InputError"),
+    (lambda sp, tmp: sp.from_items([1]).repartition(3, hash_by=5), "PlanError"),
+    (lambda sp, tmp: sp.partial_sql(None, sp.from_items([1])), "SqlError"),
+    (lambda sp, tmp: sp.from_items([{"a": 1}, {"a": "x"}]), "PlanError"),
+    (lambda sp, tmp: sp.from_pandas([1]), "PlanError"),
+    (lambda sp, tmp: smallpond.init(data_root=5), "ConfigError"),
+    (lambda sp, tmp: smallpond.init(data_root=""), "ConfigError"),
+    (lambda sp, tmp: smallpond.init(data_root=str(_a_file(tmp))), "ConfigError"),
+    (lambda sp, tmp: smallpond.init(data_root=str(tmp / "r"), memory_per_task=1), "ConfigError"),
+])
+def test_bad_arguments_are_typed(sp, tmp_path, call, error):
+    with pytest.raises(getattr(smallpond.errors, error)):
+        call(sp, tmp_path)
+
+
+def _a_file(folder):
+    path = folder / "a-file"
+    path.write_text("x")
+    return path
+
+
+def test_an_action_after_shutdown_says_so(tmp_path):
+    session = smallpond.init(data_root=str(tmp_path / "root"), num_executors=1)
+    df = session.from_items([1])
+    session.shutdown()
+    with pytest.raises(smallpond.errors.ConfigError, match="shut down"):
+        df.count()
+
+
+def test_a_fifo_is_not_read(sp, tmp_path):
+    fifo = tmp_path / "pipe.parquet"
+    os.mkfifo(fifo)
+    with pytest.raises(smallpond.errors.InputError, match="not a regular file"):
+        sp.read_parquet(str(fifo))

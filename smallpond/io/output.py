@@ -185,12 +185,11 @@ def check_output(path: str, mode: str, inputs: Iterable[str] = (),
     path = resolve_output(path)
     _check_overlap(path, inputs, data_root)
     _check_writable(path)
-    if not os.path.exists(path):
-        recover_stale_writes(path)
-        return path
-    if not os.path.isdir(path):
+    if os.path.exists(path) and not os.path.isdir(path):
         raise OutputExistsError(f"output path {path!r} is a file, not a folder", path=path)
-    recover_stale_writes(path)
+    recover_stale_writes(path)  # (it may remove a folder a killed writer had just created)
+    if not os.path.exists(path):
+        return path
     success = os.path.join(path, SUCCESS)
     if os.path.lexists(success) and (os.path.islink(success) or not os.path.isfile(success)):
         raise OutputError(f"{success!r} is not a file smallpond wrote; remove it first",
