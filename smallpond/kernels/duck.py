@@ -130,7 +130,24 @@ def _relation(con, slices: Sequence[FileSlice], options: dict[str, Any], name: s
         except duckdb.Error as error:
             raise _input_error(error, paths) from error
         return relation.select(*[_quote_ident(c) for c in columns]) if columns else relation
-    return _materialize_slices(con, slices, columns, name)
+    return _read_row_groups(con, slices, options, columns, name)
+
+
+def _read_row_groups(con, slices, options, columns, name):
+    """Row-group slices (shuffle buckets, split files) read by DuckDB by row number ranges."""
+    from smallpond.kernels.row_groups import row_group_query
+
+    paths = list(dict.fromkeys(s.path for s in slices))
+    if options.get("check_schema", True) and len(paths) > 1:
+        check_same_schema(paths, union_by_name=bool(options.get("union_by_name")))
+    query = row_group_query(slices, columns) if slices and not options.get(
+        "union_by_name") else None
+    if query is None:
+        return _materialize_slices(con, slices, columns, name)
+    try:
+        return con.sql(query)
+    except duckdb.Error as error:
+        raise _input_error(error, paths) from error
 
 
 def _materialize_slices(con, slices, columns, name):

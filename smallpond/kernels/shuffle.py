@@ -22,6 +22,7 @@ from smallpond.kernels.context import TaskContext
 from smallpond.kernels.duck import classify_duckdb_error, connect, register_inputs
 from smallpond.kernels.placeholders import substitute
 from smallpond.kernels.sample import sortable
+from smallpond.kernels.settings import apply_settings
 from smallpond.kernels.sql import OUTPUT_NAME, clean_sql, placeholder_values
 
 __all__ = ["run_shuffle", "DEST_COLUMN"]
@@ -73,15 +74,19 @@ def _check_range(dest: np.ndarray, valid: np.ndarray | None, n: int, ctx: TaskCo
             f"{ctx.stage} partition {ctx.partition})", stage=ctx.stage, partition=ctx.partition)
 
 
-def _range_dest(column: pa.ChunkedArray, bounds: np.ndarray, n: int) -> np.ndarray:
-    """Partition of each key: the number of boundaries <= key; NULLs sort last."""
+def _range_dest(column: pa.ChunkedArray, bounds: np.ndarray, n: int, descending: bool = False,
+                nulls_first: bool = False) -> np.ndarray:
+    """Partition of each key: the number of boundaries <= key (counted from the other end when
+    descending); NULLs go to the last partition, or the first with nulls_first."""
     keys = sortable(column)
     if column.null_count:
         valid = column.is_valid().to_numpy(zero_copy_only=False)
-        dest = np.full(len(keys), n - 1, dtype=np.int64)
-        dest[valid] = np.searchsorted(bounds, keys[valid], side="right")
+        dest = np.full(len(keys), 0 if nulls_first else n - 1, dtype=np.int64)
+        found = np.searchsorted(bounds, keys[valid], side="right")
+        dest[valid] = (n - 1 - found) if descending else found
         return dest
-    return np.searchsorted(bounds, keys, side="right").astype(np.int64)
+    found = np.searchsorted(bounds, keys, side="right").astype(np.int64)
+    return (n - 1 - found) if descending else found
 
 
 def _failed(error: Exception, select: str, inputs, ctx: TaskContext) -> Exception:
@@ -115,14 +120,16 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
                 ctx: TaskContext) -> list[dict]:
     method, n = params["method"], int(params["n"])
     con = connect(ctx)
+    reset_settings = apply_settings(con, params)
     try:
         names = register_inputs(con, inputs, params.get("read", ()))
         name = names[0]
         bounds = None
         if method == "range":
-            bounds = sortable(con.sql(f"SELECT key FROM {names[1]}").to_arrow_table()["key"])
+            bounds = sortable(con.sql(f"SELECT key FROM {names[-1]}").to_arrow_table()["key"])
         if params.get("sql"):  # a per-partition query fused into this mapper
-            query = substitute(clean_sql(params["sql"]), lambda i: names[i], 1,
+            count = int(params.get("sql_inputs", 1))
+            query = substitute(clean_sql(params["sql"]), lambda i: names[i], count,
                                placeholder_values(params, ctx))
             name = f"(\n{query}\n)"
         expression = _dest_expression(params)
@@ -153,7 +160,9 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
                             _check_range(dest, valid, n, ctx, params["by"])
                         chunk = chunk.drop_columns([DEST_COLUMN])
                     elif method == "range":
-                        dest = _range_dest(chunk.column(params["by"]), bounds, n)
+                        dest = _range_dest(chunk.column(params["by"]), bounds, n,
+                                           bool(params.get("descending")),
+                                           bool(params.get("nulls_first")))
                     elif method == "rows":
                         index = np.arange(offset, offset + chunk.num_rows, dtype=np.int64)
                         dest = (index * n) // max(total, 1)
@@ -178,4 +187,5 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
         return [{"name": OUTPUT_NAME, "num_rows": offset,
                  "buckets": {k: tuple(v) for k, v in buckets.items()}}]
     finally:
+        reset_settings()
         con.close()

@@ -21,6 +21,7 @@ from smallpond.kernels.duck import (
     sql_literal,
 )
 from smallpond.kernels.placeholders import strip_terminator, substitute
+from smallpond.kernels.settings import apply_settings
 
 __all__ = ["run_sql", "OUTPUT_NAME", "clean_sql", "register_udfs", "placeholder_values",
            "query_error"]
@@ -89,9 +90,10 @@ def run_sql(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
     sql = clean_sql(params["sql"])
     setup = [clean_sql(s) for s in params.get("setup", ())]
     display = params.get("display_sql", sql)
-    # UDFs and set-up statements (SET, CREATE MACRO...) can change the database for every
-    # later task of this worker: such a task gets a database of its own
-    con = connect(ctx, private=bool(params.get("udfs") or setup))
+    # UDFs, set-up statements (SET, CREATE MACRO...) and settings can change the database for
+    # every later task of this worker: such a task gets a database of its own
+    con = connect(ctx, private=bool(params.get("udfs") or setup or params.get("settings")))
+    reset_settings = apply_settings(con, params)
     try:
         try:
             register_udfs(con, params.get("udfs"))
@@ -117,4 +119,5 @@ def run_sql(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
             raise query_error(error, statement, inputs, ctx) from error
         return [{"name": OUTPUT_NAME, "num_rows": int(rows)}]
     finally:
+        reset_settings()
         con.close()

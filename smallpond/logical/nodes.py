@@ -23,6 +23,8 @@ __all__ = [
     "Limit",
     "KernelMap",
     "PartitionSlice",
+    "Broadcast",
+    "Concat",
     "ReadOptions",
     "SHUFFLE_METHODS",
 ]
@@ -138,6 +140,9 @@ class SqlQuery(Node):
 
     `copartitioned` says the producer guarantees that partition i of every input holds the rows
     that belong together (e.g. both sides hash-shuffled on the join keys, or a broadcast input).
+    `settings` are DuckDB `SET name = value` pairs applied in every task that runs this query.
+    `partial` marks a partial aggregate whose groups a later step merges: it may run on any split
+    of its input (the map side of a shuffle splits a large partition by row groups).
     """
 
     sources: tuple[Node, ...]
@@ -147,6 +152,8 @@ class SqlQuery(Node):
     ordered: bool = False
     copartitioned: bool = False
     setup: tuple[str, ...] = ()  # statements run before `sql` (0.15's list of queries)
+    settings: tuple[tuple[str, str], ...] = ()
+    partial: bool = False
 
     def __post_init__(self):
         counts = {s.num_partitions for s in self.sources}
@@ -192,7 +199,11 @@ class PythonMap(OneInput):
 
 @dataclass(frozen=True, eq=False)
 class Repartition(OneInput):
-    """Redistribute rows into `n` partitions by files, rows, hash, a key expression or at random."""
+    """Redistribute rows into `n` partitions by files, rows, hash, a key expression or at random.
+
+    A range split orders partitions by the column `by` ascending, NULLs last; `descending` and
+    `nulls_first` flip those (partition 0 then holds the largest keys, or the NULLs).
+    """
 
     source: Node
     n: int
@@ -201,6 +212,8 @@ class Repartition(OneInput):
     by: str | None = None
     seed: int = 0
     samples_per_partition: int = 1000
+    descending: bool = False
+    nulls_first: bool = False
 
     def __post_init__(self):
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n <= 0:
@@ -220,8 +233,9 @@ class Repartition(OneInput):
         return self.n
 
     def describe(self) -> str:
+        order = (" desc" if self.descending else "") + (" nulls first" if self.nulls_first else "")
         detail = {"hash": f" hash_by={list(self.hash_by)}", "expr": f" by={self.by!r}",
-                  "range": f" range_by={self.by!r} (sampled)"}
+                  "range": f" range_by={self.by!r}{order} (sampled)"}
         return f"repartition {self.method} -> {self.n}{detail.get(self.method, '')}"
 
 
@@ -279,3 +293,50 @@ class PartitionSlice(OneInput):
 
     def describe(self) -> str:
         return f"partitions {self.start}..{self.stop - 1}"
+
+
+@dataclass(frozen=True, eq=False)
+class Broadcast(OneInput):
+    """`n` partitions that each hold every row of `source` (its partitions concatenated in order).
+
+    With n=1 this gathers a partitioned input into one partition without moving data; with n>1 a
+    small input is joined with every partition of a large one.
+    """
+
+    source: Node
+    n: int
+
+    def __post_init__(self):
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n <= 0:
+            raise PlanError(f"broadcast needs a positive partition count, got {self.n!r}")
+
+    @property
+    def num_partitions(self) -> int:
+        return self.n
+
+    def describe(self) -> str:
+        if self.n == 1:
+            return f"gather {self.source.num_partitions} -> 1"
+        return f"broadcast {self.source.num_partitions} -> every one of {self.n}"
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Node):
+    """The partitions of every source, one after another (UNION ALL); same columns in order."""
+
+    sources: tuple[Node, ...]
+
+    def __post_init__(self):
+        if not self.sources:
+            raise PlanError("concat needs at least one input")
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return self.sources
+
+    @property
+    def num_partitions(self) -> int:
+        return sum(s.num_partitions for s in self.sources)
+
+    def describe(self) -> str:
+        return f"concat {' + '.join(str(s.num_partitions) for s in self.sources)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from smallpond.logical.nodes import Node, SqlQuery
+from smallpond.logical.nodes import Concat, Node, SqlQuery
 from smallpond.logical.rules import DEFAULT_RULES, Rule
 
 __all__ = ["optimize", "with_inputs"]
@@ -14,7 +14,7 @@ def with_inputs(node: Node, inputs: tuple[Node, ...]) -> Node:
     """The same node reading other inputs."""
     if inputs == node.inputs:
         return node
-    if isinstance(node, SqlQuery):
+    if isinstance(node, (SqlQuery, Concat)):
         return dataclasses.replace(node, sources=inputs)
     return dataclasses.replace(node, source=inputs[0])
 

@@ -26,8 +26,11 @@ from smallpond.io.arrow import large_types
 from smallpond.io.files import FileSlice
 from smallpond.kernels.duck import register_inputs, sql_literal
 from smallpond.kernels.placeholders import PARSE_VALUES, substitute
+from smallpond.kernels.settings import apply_settings
 from smallpond.kernels.sql import clean_sql, register_udfs
 from smallpond.logical.nodes import (
+    Broadcast,
+    Concat,
     Limit,
     Node,
     PartitionSlice,
@@ -82,12 +85,14 @@ class _Replay:
             files = list(node.partitions[0]) if options.get("union_by_name") \
                 else [node.partitions[0][0]]
             return [FileSlice(f.path, format=f.format) for f in files], options
-        if isinstance(node, PartitionSlice):
+        if isinstance(node, (PartitionSlice, Broadcast)):
             return self.source(node.source)
+        if isinstance(node, Concat):  # every input has the first one's columns
+            return self.source(node.sources[0])
         if isinstance(node, Limit):  # one SQL task over every partition
             return self._sql(f"SELECT * FROM {{0}} LIMIT {node.n}", (node.source,), None)
         if isinstance(node, SqlQuery):
-            return self._sql(node.sql, node.sources, node.udfs, node.setup)
+            return self._sql(node.sql, node.sources, node.udfs, node.setup, node.settings)
         if isinstance(node, Repartition):
             return self._repartition(node)
         if isinstance(node, PythonMap):
@@ -113,17 +118,19 @@ class _Replay:
             return self._arrow_writer(inner.sources, large=False, sql=inner.sql)
         return self._arrow_writer([inner], large=False)
 
-    def _sql(self, sql: str, sources, udfs, setup=()) -> tuple[list[FileSlice], dict]:
+    def _sql(self, sql: str, sources, udfs, setup=(), settings=()
+             ) -> tuple[list[FileSlice], dict]:
         """The SQL kernel: setup statements, then the query's result copied to Parquet."""
         for node in sources:
             self.source(node)
         # functions and settings can be database-wide: such queries get a database of their own
-        private = bool(udfs or setup)
+        private = bool(udfs or setup or settings)
         config = {"allow_unsigned_extensions": "true"}
         con = duckdb.connect(":memory:", config=config) if private else self.con.cursor()
         con.execute("RESET arrow_large_buffer_size")
         try:
             register_udfs(con, udfs)
+            apply_settings(con, {"settings": settings})
             names = self._register(con, sources)
 
             def fill(text: str) -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from smallpond.errors import SmallpondError
 from smallpond.io.files import FileSlice
 from smallpond.io.parquet import open_parquet
 from smallpond.logical.nodes import (
+    Broadcast,
+    Concat,
     KernelMap,
     Limit,
     Node,
@@ -18,6 +21,7 @@ from smallpond.logical.nodes import (
     SqlQuery,
 )
 from smallpond.logical.sqlcheck import nondeterministic
+from smallpond.logical.sqlinfo import is_rowwise
 from smallpond.planner.graph import Source, Task, TaskGraph, TaskSlice, task_key
 
 __all__ = ["Planner", "plan", "split_files"]
@@ -117,19 +121,22 @@ class Planner:
         return self.graph.add(Task(key, stage, partition, kernel, params, inputs))
 
     def _sql_params(self, sql: str, udfs: bytes | None, setup: tuple[str, ...] = (),
-                    read: list | None = None) -> dict:
+                    read: list | None = None, settings: tuple = ()) -> dict:
         params: dict = {"sql": sql, "read": read or [], "udfs": udfs}
         if setup:
             params["setup"] = list(setup)
+        if settings:
+            params["settings"] = [list(pair) for pair in settings]
         if udfs or any(nondeterministic(s) for s in (sql, *setup)):
             params["scope"] = self.scope
         return params
 
     def _sql_tasks(self, stage: str, sql: str, inputs: list[Planned], n: int,
-                   udfs: bytes | None, setup: tuple[str, ...] = ()) -> list[Part]:
+                   udfs: bytes | None, setup: tuple[str, ...] = (),
+                   settings: tuple = ()) -> list[Part]:
         parts = []
         for i in range(n):
-            params = self._sql_params(sql, udfs, setup, [p.read for p in inputs])
+            params = self._sql_params(sql, udfs, setup, [p.read for p in inputs], settings)
             task = self._add(stage, i, "sql", params, tuple(p.parts[i] for p in inputs))
             parts.append((TaskSlice(task.key),))
         return parts
@@ -146,13 +153,29 @@ class Planner:
 
     def visit_SqlQuery(self, node: SqlQuery) -> Planned:
         inputs = [self.visit(s) for s in node.sources]
-        if not inputs:
-            task = self._add(self._stage(node, node.name), 0, "sql",
-                             self._sql_params(node.sql, node.udfs, node.setup), ())
-            return Planned([(TaskSlice(task.key),)], PARQUET)
         stage = self._stage(node, node.name)
+        if not inputs:
+            task = self._add(stage, 0, "sql",
+                             self._sql_params(node.sql, node.udfs, node.setup, None,
+                                              node.settings), ())
+            return Planned([(TaskSlice(task.key),)], PARQUET)
         return Planned(self._sql_tasks(stage, node.sql, inputs, node.num_partitions, node.udfs,
-                                       node.setup), PARQUET)
+                                       node.setup, node.settings), PARQUET)
+
+    def visit_Broadcast(self, node: Broadcast) -> Planned:
+        source = self.visit(node.source)
+        everything = tuple(s for part in source.parts for s in part)
+        return Planned([everything] * node.n, source.read)
+
+    def visit_Concat(self, node: Concat) -> Planned:
+        planned = [self.visit(s) for s in node.sources]
+        if any(p.read != planned[0].read for p in planned):
+            # inputs read differently (e.g. raw CSV next to Parquet outputs): copy them first
+            planned = [p if p.read == PARQUET else Planned(
+                self._sql_tasks(self._stage(s, "materialize"), "SELECT * FROM {0}", [p],
+                                len(p.parts), udfs=None), PARQUET)
+                for s, p in zip(node.sources, planned)]
+        return Planned([part for p in planned for part in p.parts], planned[0].read)
 
     def visit_PythonMap(self, node: PythonMap) -> Planned:
         source = self.visit(node.source)
@@ -182,13 +205,14 @@ class Planner:
 
     def visit_Repartition(self, node: Repartition) -> Planned:
         inner = node.source
-        fused_sql = None
+        fused: SqlQuery | None = None
         if (node.method in ("hash", "expr", "random") and isinstance(inner, SqlQuery)
-                and len(inner.sources) == 1 and not inner.ordered and not inner.udfs
-                and not inner.setup):
+                and inner.sources and not inner.ordered and not inner.udfs and not inner.setup
+                and (len(inner.sources) == 1 or inner.copartitioned)):
             # run the per-partition query inside the mapper instead of as a task of its own
-            fused_sql, inner = inner.sql, inner.sources[0]
-        source = self.visit(inner)
+            fused = inner
+        sources = [self.visit(s) for s in fused.sources] if fused else [self.visit(inner)]
+        source = sources[0]
         if node.method == "files" and source.read.get("format") == "parquet":
             files = [s for part in source.parts for s in part]
             if files and all(isinstance(s, FileSlice) for s in files):
@@ -198,22 +222,57 @@ class Planner:
         stage = self._stage(node, f"shuffle_{node.method}")
         params = {"method": "rows" if node.method == "files" else node.method, "n": node.n,
                   "hash_by": list(node.hash_by), "by": node.by, "seed": node.seed,
-                  "read": [source.read]}
-        if fused_sql is not None:
-            params["sql"] = fused_sql
-            if nondeterministic(fused_sql):
+                  "read": [s.read for s in sources]}
+        if fused is not None:
+            params["sql"] = fused.sql
+            if nondeterministic(fused.sql):
                 params["scope"] = self.scope
+            if len(fused.sources) > 1:
+                params["sql_inputs"] = len(fused.sources)
+            if fused.settings:
+                params["settings"] = [list(pair) for pair in fused.settings]
+        if node.descending:
+            params["descending"] = True
+        if node.nulls_first:
+            params["nulls_first"] = True
         if node.method == "range":
-            return Planned(self._range_parts(node, source, stage, params), PARQUET)
+            return Planned(self._range_parts(node, self._map_split(node, None, source), stage,
+                                             params), PARQUET)
         if params["method"] == "rows":
             # one mapper reads everything in order, so row order survives the split
             mappers = [self._add(stage, 0, "shuffle", params,
                                  (tuple(s for part in source.parts for s in part),))]
         else:
-            mappers = [self._add(stage, i, "shuffle", params, (part,))
-                       for i, part in enumerate(source.parts)]
+            if len(sources) == 1:
+                sources = [self._map_split(node, fused, source)]
+            mappers = [self._add(stage, i, "shuffle", params, tuple(p.parts[i] for p in sources))
+                       for i in range(len(sources[0].parts))]
         parts = [tuple(TaskSlice(m.key, j) for m in mappers) for j in range(node.n)]
         return Planned(parts, PARQUET)
+
+    @staticmethod
+    def _map_split(node: Repartition, fused: SqlQuery | None, source: Planned) -> Planned:
+        """The map side of a shuffle split by row groups when its input is fewer partitions of
+        user Parquet files: each mapper reads a contiguous run, so reducers see rows in the
+        same order as from one mapper. Only where the fused query works on any split."""
+        if node.method == "random" or source.read.get("format") != "parquet" or \
+                source.read.get("union_by_name") or len(source.parts) >= node.n:
+            return source
+        if fused is not None and not (fused.partial or is_rowwise(fused.sql)):
+            return source
+        files = [s for part in source.parts for s in part]
+        if not files or not all(isinstance(s, FileSlice) for s in files):
+            return source
+        try:
+            units = len(files) if len(files) >= node.n else sum(
+                open_parquet(s.path).metadata.num_row_groups if s.row_groups is None
+                else len(s.row_groups) for s in files)
+            count = min(node.n, units)
+            if count <= len(source.parts):
+                return source
+            return Planned(split_files(files, count), source.read)
+        except SmallpondError:  # e.g. a file that is gone: its task reports it properly
+            return source
 
     def _range_parts(self, node: Repartition, source: Planned, stage: str,
                      params: dict) -> list[Part]:

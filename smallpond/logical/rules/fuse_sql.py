@@ -9,13 +9,15 @@ from __future__ import annotations
 from smallpond.kernels.placeholders import substitute
 from smallpond.logical.nodes import Node, SqlQuery
 from smallpond.logical.rules.base import Rule
+from smallpond.logical.sqlinfo import is_rowwise
 
 __all__ = ["FuseSql"]
 
 
 def _fusable(outer: SqlQuery, inner: Node) -> bool:
     return (isinstance(inner, SqlQuery) and not inner.ordered and not inner.setup
-            and not outer.setup and not (inner.udfs and outer.udfs))
+            and not outer.setup and not (inner.udfs and outer.udfs)
+            and inner.settings == outer.settings)
 
 
 class FuseSql(Rule):
@@ -47,5 +49,7 @@ class FuseSql(Rule):
         fused = [s for s in node.sources if _fusable(node, s)]
         name = "+".join(dict.fromkeys([s.name for s in fused] + [node.name]))
         aligned = node.copartitioned or any(s.copartitioned for s in fused)
+        # a partial aggregate stays splittable when what it fused below it is row by row
+        partial = node.partial and all(s.partial or is_rowwise(s.sql) for s in fused)
         return SqlQuery(tuple(sources), sql, name=name, udfs=udfs, ordered=node.ordered,
-                        copartitioned=aligned)
+                        copartitioned=aligned, settings=node.settings, partial=partial)
