@@ -372,6 +372,24 @@ class Session:
 
         return session_html(self)
 
+    # -- SQL across partitions ----------------------------------------------------------------
+    def sql(self, query: str) -> DataFrame | None:
+        """Run SQL across partitions; returns the lazy DataFrame of its query.
+
+        `query` holds `SET smallpond.partitions = N` (and other settings), `CREATE VIEW name AS
+        ...`, `COPY (...) TO 'path' (FORMAT parquet)`, and at most one query, last. Tables are
+        names given to `register`, views created before, and `read_parquet('glob')`.
+        """
+        from smallpond.sql.api import sql
+
+        return sql(self, query)
+
+    def register(self, name: str, source: DataFrame | str | Sequence[str]) -> None:
+        """Name a DataFrame, or Parquet files (path, glob, folder or list), for `sql`."""
+        from smallpond.sql.api import register
+
+        register(self, name, source)
+
 
 def _shutdown_at_exit(ref: weakref.ref) -> Callable[[], None]:
     def shutdown() -> None:

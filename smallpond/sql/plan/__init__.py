@@ -1,0 +1,196 @@
+"""Global SQL -> logical plan.
+
+A statement is parsed with sqlglot (DuckDB dialect), bound by DuckDB against empty tables of
+the catalog's types (the reference for errors, result names and types), optimized by sqlglot
+(qualify, predicate pushdown, subquery merging) and planned into partitioned stages. What the
+distributed planner cannot handle runs as one stage over the whole input, with a note.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.optimizer import RULES, optimize
+
+from smallpond.errors import SqlError
+from smallpond.logical.nodes import Node
+from smallpond.sql.catalog import Catalog, files_table
+from smallpond.sql.plan.binder import empty_relation
+from smallpond.sql.plan.context import PlanContext, PlannerBug, Unsupported
+from smallpond.sql.plan.fallback import cte_names, single_stage
+from smallpond.sql.plan.query import Env, plan_query
+from smallpond.sql.plan.rel import quote
+from smallpond.sql.settings import SqlSettings
+
+__all__ = ["SqlPlan", "plan_statement"]
+
+_RULE_NAMES = ("qualify", "pushdown_projections", "normalize", "pushdown_predicates",
+               "eliminate_subqueries", "merge_subqueries", "eliminate_joins", "eliminate_ctes",
+               "quote_identifiers")
+OPTIMIZER_RULES = tuple(r for r in RULES if r.__name__ in _RULE_NAMES)
+# settings that change how values compare or sort: the planner's own hashing and range
+# boundaries would not follow them, so such statements run as one DuckDB stage
+ORDERING_SETTINGS = ("default_collation", "default_null_order", "default_order")
+FILE_FUNCTIONS = ("read_parquet", "parquet_scan")
+OTHER_FILE_FUNCTIONS = ("read_csv", "read_csv_auto", "csv_scan", "read_json", "read_json_auto",
+                        "read_ndjson", "read_ndjson_auto", "read_json_objects", "read_text",
+                        "read_blob", "json_scan", "iceberg_scan", "delta_scan")
+
+
+@dataclass
+class SqlPlan:
+    """A planned statement: its logical node, result columns, and how it was planned."""
+
+    node: Node
+    names: list[str]
+    types: list[str]
+    notes: list[str] = field(default_factory=list)
+    fallback: str | None = None
+    sql: str = ""
+    seconds: float = 0.0
+
+
+def _dedupe(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        candidate, k = name, 0
+        while candidate.lower() in seen:
+            k += 1
+            candidate = f"{name}_{k}"
+        seen.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+def _path_literals(node: exp.Expression) -> list[str] | None:
+    args = list(node.expressions) if node.expressions else []
+    if node.args.get("this") is not None and not isinstance(node, exp.Anonymous):
+        args.insert(0, node.this)
+    paths: list[str] = []
+    for arg in args:
+        if isinstance(arg, exp.Literal) and arg.is_string:
+            paths.append(arg.this)
+        elif isinstance(arg, exp.Array) and all(
+                isinstance(e, exp.Literal) and e.is_string for e in arg.expressions):
+            paths.extend(e.this for e in arg.expressions)
+        else:
+            return None
+    return paths or None
+
+
+def _function_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.this).lower()
+    return node.sql_name().lower() if isinstance(node, exp.Func) else ""
+
+
+def attach_files(tree: exp.Expression, catalog: Catalog) -> tuple[exp.Expression, Catalog]:
+    """`read_parquet('glob')` and `FROM 'file.parquet'` become catalog tables (so the planner
+    sees their footers and task keys follow the files' versions)."""
+    catalog = catalog.copy()
+    tree = tree.copy()
+    ctes = cte_names(tree)
+    counter = 0
+    for table in list(tree.find_all(exp.Table)):
+        target = table.this
+        paths = None
+        if isinstance(target, exp.Func):
+            name = _function_name(target)
+            if name in FILE_FUNCTIONS or isinstance(target, exp.ReadParquet):
+                paths = _path_literals(target)
+                if paths is None:
+                    raise SqlError(f"{target.sql(dialect='duckdb')}: only file paths are "
+                                   "supported here; for options, read the files with "
+                                   "session.read_parquet and register the DataFrame")
+            elif name in OTHER_FILE_FUNCTIONS or isinstance(target, (exp.ReadCSV,)):
+                raise SqlError(f"{target.sql(dialect='duckdb')}: read such files with "
+                               "session.read_csv / read_json and register the DataFrame "
+                               "(session.register), then query it by name")
+        elif isinstance(target, exp.Identifier) and not table.args.get("db"):
+            text = target.this
+            if text.lower() not in ctes and catalog.get(text) is None and \
+                    text.lower().endswith(".parquet"):
+                paths = [text]
+        if paths is None:
+            continue
+        generated = f"__file_{counter}"
+        counter += 1
+        catalog.register(generated, files_table(generated, paths))
+        replacement = exp.Table(this=exp.to_identifier(generated))
+        alias = table.args.get("alias")
+        if alias is None:
+            stem = paths[0].rsplit("/", 1)[-1].split(".", 1)[0] or "t"
+            alias = exp.TableAlias(this=exp.to_identifier(stem, quoted=True))
+        replacement.set("alias", alias.copy())
+        table.replace(replacement)
+    return tree, catalog
+
+
+def _bind_reference(ctx: PlanContext, tree: exp.Expression, text: str,
+                    statement: int | None, line: int | None) -> list[tuple[str, str]]:
+    """DuckDB's own binding of the statement over empty tables: result names and types, and
+    the user's error when the statement is wrong."""
+    con = ctx.binder.con
+    ctes = cte_names(tree)
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier) or table.args.get("db"):
+            continue
+        name = table.name
+        entry = ctx.catalog.get(name)
+        if entry is None or name.lower() in ctes:
+            continue
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS "
+                    f"SELECT * FROM {empty_relation(entry.columns)}")
+    try:
+        relation = con.sql(tree.sql(dialect="duckdb"))
+    except duckdb.Error as error:
+        raise SqlError(f"{error}", sql=text, statement=statement, line=line) from error
+    if relation is None:
+        raise SqlError("expected a query (SELECT, WITH, VALUES, ...)", sql=text,
+                       statement=statement, line=line)
+    return list(zip(relation.columns, [str(t) for t in relation.types]))
+
+
+def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: SqlSettings,
+                   workers: int, statement: int | None = None,
+                   line: int | None = None) -> SqlPlan:
+    """Plan one query statement (a parsed sqlglot tree of `text`)."""
+    started = time.perf_counter()
+    tree, catalog = attach_files(tree, catalog)
+    ctx = PlanContext(catalog, settings, workers)
+    if ctx.marker in text:
+        ctx.marker = "__sp_input_marker_"
+    try:
+        reference = _bind_reference(ctx, tree, text, statement, line)
+        names = _dedupe([n for n, _ in reference])
+        types = [t for _, t in reference]
+        final = list(zip(names, types))
+        reason = None
+        try:
+            if any(name.lower() in ORDERING_SETTINGS for name, _ in settings.duckdb):
+                raise Unsupported("a setting changes how values sort or compare")
+            schema = {name: dict(entry.columns) for name, entry in catalog.tables.items()}
+            optimized = optimize(tree, schema=schema, dialect="duckdb",
+                                 rules=OPTIMIZER_RULES)
+            out = plan_query(ctx, optimized, Env(), final)
+            node = out.rel.node
+        except (Unsupported, PlannerBug, SqlglotError) as error:
+            reason = f"{type(error).__name__}: {error}" if not isinstance(
+                error, Unsupported) else str(error)
+            ctx.notes.clear()
+            ctx.note(f"runs as one DuckDB stage over the whole input ({reason.splitlines()[0]})")
+            node = single_stage(ctx, tree)
+        return SqlPlan(node, names, types, list(ctx.notes), reason, text,
+                       time.perf_counter() - started)
+    finally:
+        ctx.close()
+
+
+def parse_query(text: str) -> exp.Expression:
+    return sqlglot.parse_one(text, read="duckdb")

@@ -1,0 +1,55 @@
+"""DuckDB binds every query the planner writes against empty inputs of the right types: this
+yields output columns and types, and proves the query is valid before anything runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+
+from smallpond.kernels.placeholders import substitute
+from smallpond.sql.plan.rel import quote
+
+__all__ = ["Binder", "empty_relation"]
+
+
+def empty_relation(columns: Sequence[tuple[str, str]]) -> str:
+    """A subquery with these (name, type) columns and no rows."""
+    if not columns:
+        return "(SELECT 1 WHERE false)"
+    items = ", ".join(f"CAST(NULL AS {t}) AS {quote(n)}" for n, t in columns)
+    return f"(SELECT {items} LIMIT 0)"
+
+
+class Binder:
+    """One private DuckDB connection used only to bind queries (nothing is read or run)."""
+
+    def __init__(self):
+        self.con = duckdb.connect()
+        self.con.execute("SET threads = 1")
+        self._common: dict[tuple[str, str], str] = {}
+
+    def bind(self, sql: str, inputs: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, str]]:
+        """(name, type) of the query's output; PlannerBug when it does not bind."""
+        from smallpond.sql.plan.context import PlannerBug
+
+        text = substitute(sql, lambda i: empty_relation(inputs[i]), len(inputs))
+        try:
+            relation = self.con.sql(text)
+        except duckdb.Error as error:
+            raise PlannerBug(f"{error}\n{sql}") from error
+        return [(n, str(t)) for n, t in zip(relation.columns, relation.types)]
+
+    def common_type(self, left: str, right: str) -> str:
+        """The type DuckDB compares two types in (what `a = b` casts both sides to)."""
+        if left == right:
+            return left
+        key = (left, right)
+        if key not in self._common:
+            relation = self.con.sql(
+                f"SELECT [CAST(NULL AS {left}), CAST(NULL AS {right})][1] AS x")
+            self._common[key] = str(relation.types[0])
+        return self._common[key]
+
+    def close(self) -> None:
+        self.con.close()

@@ -1,0 +1,116 @@
+"""State shared while one statement is planned: settings, names, the binder and the notes."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from smallpond.logical.nodes import SqlQuery
+from smallpond.sql.catalog import Catalog
+from smallpond.sql.plan.binder import Binder
+from smallpond.sql.plan.rel import ANY, Partitioning, Rel
+from smallpond.sql.settings import SqlSettings
+
+__all__ = ["PlanContext", "Unsupported", "PlannerBug"]
+
+
+class Unsupported(Exception):
+    """The distributed planner cannot handle this construct: run the statement as one stage."""
+
+
+class PlannerBug(Exception):
+    """A query the planner wrote did not bind: a bug; the statement runs as one stage."""
+
+
+@dataclass
+class PlanContext:
+    """Everything the planning functions share for one statement."""
+
+    catalog: Catalog
+    settings: SqlSettings
+    workers: int
+    binder: Binder = field(default_factory=Binder)
+    notes: list[str] = field(default_factory=list)
+    marker: str = "__sp_in_"
+    _names: set[str] = field(default_factory=set)
+    _counter: int = 0
+
+    # -- names -----------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        """A physical column name not used before in this statement."""
+        name = base
+        suffix = 1
+        while name.lower() in self._names:
+            suffix += 1
+            name = f"{base}#{suffix}"
+        self._names.add(name.lower())
+        return name
+
+    def temp(self, prefix: str = "__t") -> str:
+        self._counter += 1
+        return self.fresh(f"{prefix}{self._counter}")
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    # -- partition counts ------------------------------------------------------------------
+    @property
+    def max_partitions(self) -> int:
+        return self.settings.partitions or max(1, 2 * self.workers)
+
+    def partitions_for(self, size: float) -> int:
+        """Partitions for a shuffle of `size` bytes."""
+        if self.settings.partitions:
+            return self.settings.partitions
+        wanted = math.ceil(max(size, 1.0) / max(1, self.settings.partition_bytes))
+        return max(1, min(self.max_partitions, wanted))
+
+    def small(self, rel: Rel) -> bool:
+        """Whether a result is small enough to finish in one partition."""
+        return rel.n == 1 or rel.est_bytes < self.settings.gather_limit
+
+    # -- stages ----------------------------------------------------------------------------
+    def stage(self, sql: str, inputs: Sequence[Rel], name: str,
+              partitioning: Partitioning = ANY, rows: float | None = None,
+              width: float | None = None, ordered: bool = False,
+              partial: bool = False) -> Rel:
+        """A per-partition query over aligned inputs as a Rel (bound to learn its columns)."""
+        nodes = tuple(i.node for i in inputs)
+        schemas = [list(zip(i.columns, i.types)) for i in inputs]
+        sql = self.placeholders(sql)
+        columns = self.binder.bind(sql, schemas)
+        node = SqlQuery(nodes, sql, name=name, ordered=ordered,
+                        copartitioned=len(nodes) > 1, settings=self.settings.duckdb,
+                        partial=partial)
+        rows = rows if rows is not None else (inputs[0].rows if inputs else 1.0)
+        width = width if width is not None else float(sum(_width(t) for _, t in columns))
+        return Rel(node, tuple(c for c, _ in columns), tuple(t for _, t in columns),
+                   partitioning if node.num_partitions > 1 else ANY, max(rows, 1.0),
+                   max(width, 1.0))
+
+    def placeholders(self, sql: str) -> str:
+        """Input markers written by the renderer (`__sp_in_<k>`) -> `{k}` placeholders."""
+        return re.sub(rf"\b{re.escape(self.marker)}(\d+)\b", r"{\1}", sql)
+
+    def close(self) -> None:
+        self.binder.close()
+
+
+def _width(duck_type: str) -> float:
+    upper = duck_type.upper()
+    if upper.startswith(("VARCHAR", "BLOB", "BIT")):
+        return 24.0
+    if upper.startswith(("HUGEINT", "UHUGEINT", "DECIMAL", "UUID", "INTERVAL")):
+        return 16.0
+    if upper.startswith(("BOOLEAN", "TINYINT", "UTINYINT")):
+        return 1.0
+    if upper.startswith(("SMALLINT", "USMALLINT")):
+        return 2.0
+    if upper.startswith(("INTEGER", "UINTEGER", "DATE", "FLOAT")):
+        return 4.0
+    if "[" in upper or upper.startswith(("STRUCT", "MAP", "LIST", "UNION")):
+        return 64.0
+    return 8.0

@@ -1,0 +1,260 @@
+"""Joins across partitions: co-partitioned inputs joined in place, a small side broadcast to
+every partition of the other, or both sides hash-shuffled on the equality keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from smallpond.logical.nodes import Broadcast, Repartition, Scan, SqlQuery
+from smallpond.logical.sqlinfo import is_rowwise
+from smallpond.sql.plan.context import PlanContext
+from smallpond.sql.plan.exprs import and_all
+from smallpond.sql.plan.rel import ANY, INTEGER_TYPES, Partitioning, Rel, quote
+
+__all__ = ["Joined", "join_rels", "broadcast", "shuffle", "gather", "hash_compatible",
+           "RECOMPUTE_BYTES"]
+
+KIND_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL JOIN", "semi": "SEMI JOIN",
+            "anti": "ANTI JOIN", "cross": "CROSS JOIN"}
+RECOMPUTE_BYTES = 32 << 20  # a scan this small is re-read by every partition it is sent to
+STAGE_BYTES = 8 << 20  # a stage round costs about what moving this many bytes costs
+
+
+@dataclass
+class Joined:
+    """Rows of several FROM items joined so far, and where each (alias, column) lives."""
+
+    rel: Rel
+    columns: dict[tuple[str, str], str]
+    aliases: set[str]
+    base_rows: float = 1.0
+    nullable: set[str] = field(default_factory=set)
+
+
+def hash_compatible(left: str, right: str) -> bool:
+    """Whether equal values of these types hash alike (DuckDB hashes integers by value)."""
+    return left == right or (left in INTEGER_TYPES and right in INTEGER_TYPES)
+
+
+def shuffle(rel: Rel, keys: tuple[str, ...], n: int) -> Rel:
+    """Rows hash-partitioned on `keys` into n partitions."""
+    if n == 1:
+        return gather(rel)
+    return rel.with_(node=Repartition(rel.node, n, "hash", hash_by=keys),
+                     partitioning=Partitioning.hashed(keys))
+
+
+def gather(rel: Rel) -> Rel:
+    """All partitions as one (no data moves: the next task reads every part)."""
+    if rel.n == 1:
+        return rel
+    return rel.with_(node=Broadcast(rel.node, 1), partitioning=ANY)
+
+
+def broadcast(rel: Rel, n: int) -> Rel:
+    """Every one of n partitions gets all rows of `rel`. A small scan is re-read by each
+    partition (its filter runs there) instead of running as a stage of its own."""
+    node = rel.node
+    if n == 1:
+        return gather(rel)
+    if (isinstance(node, SqlQuery) and node.sources and 0 < rel.scan_bytes <= RECOMPUTE_BYTES
+            and all(isinstance(s, Scan) for s in node.sources)
+            and (node.num_partitions == 1 or is_rowwise(node.sql))):
+        moved = SqlQuery(tuple(Broadcast(s, n) for s in node.sources), node.sql,
+                         name=node.name, copartitioned=len(node.sources) > 1,
+                         settings=node.settings)
+        return rel.with_(node=moved, partitioning=ANY)
+    return rel.with_(node=Broadcast(node, n), partitioning=ANY)
+
+
+def _plain(expr: exp.Expression) -> str | None:
+    return expr.name if isinstance(expr, exp.Column) and not expr.table else None
+
+
+def _key_types(ctx: PlanContext, rel: Rel, exprs: list[exp.Expression]) -> list[str]:
+    types = []
+    for e in exprs:
+        name = _plain(e)
+        if name is not None and name in rel.columns:
+            types.append(rel.type_of(name))
+        else:
+            bound = ctx.binder.bind(f"SELECT {e.sql(dialect='duckdb')} FROM {{0}}",
+                                    [list(zip(rel.columns, rel.types))])
+            types.append(bound[0][1])
+    return types
+
+
+def _prepare(ctx: PlanContext, rel: Rel, exprs: list[exp.Expression],
+             targets: list[str]) -> tuple[Rel, tuple[str, ...]]:
+    """Key columns for hashing: plain columns where their type hashes like the target's,
+    else computed columns (cast to the target type)."""
+    own = _key_types(ctx, rel, exprs)
+    extra, columns = [], []
+    for e, have, want in zip(exprs, own, targets):
+        name = _plain(e)
+        if name is not None and name in rel.columns and hash_compatible(have, want):
+            columns.append(name)
+            continue
+        column = ctx.temp("__key")
+        text = e.sql(dialect="duckdb")
+        if not hash_compatible(have, want):
+            text = f"TRY_CAST({text} AS {want})"
+        extra.append(f"{text} AS {quote(column)}")
+        columns.append(column)
+    if extra:
+        rel = ctx.stage(f"SELECT *, {', '.join(extra)} FROM {{0}}", [rel], "join keys",
+                        rel.partitioning, rel.rows)
+    return rel, tuple(columns)
+
+
+def _aligned(left: Rel, right: Rel, keys: list[tuple[exp.Expression, exp.Expression]]) -> bool:
+    """Both sides already hash-partitioned alike on corresponding key columns."""
+    if left.n != right.n or left.partitioning.kind != "hash" or \
+            right.partitioning.kind != "hash":
+        return False
+    pairs = {(_plain(a), _plain(b)) for a, b in keys}
+    lk, rk = left.partitioning.keys, right.partitioning.keys
+    return len(lk) == len(rk) and all(
+        (a, b) in pairs and hash_compatible(left.type_of(a), right.type_of(b))
+        for a, b in zip(lk, rk))
+
+
+def _hashed_on_keys(rel: Rel, side: list[exp.Expression]) -> bool:
+    names = [_plain(e) for e in side]
+    return rel.partitioning.kind == "hash" and rel.n > 1 and \
+        all(k in names for k in rel.partitioning.keys)
+
+
+def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
+              keys: list[tuple[exp.Expression, exp.Expression]],
+              residual: exp.Expression | None, keep: list[str], label: str) -> Rel:
+    """Join two planned relations; `keys` are (left, right) equality expressions over their
+    physical columns, `residual` any further condition, `keep` the output columns."""
+    if kind == "right":
+        return join_rels(ctx, right, left, "left", [(b, a) for a, b in keys], residual, keep,
+                         label)
+    limit = ctx.settings.broadcast_limit
+    bc_right = kind in ("inner", "left", "semi", "anti", "cross") and right.est_bytes <= limit
+    bc_left = kind in ("inner", "cross") and left.est_bytes <= limit
+    if left.n == 1 and right.n == 1:
+        strategy = "local"
+    elif keys and _aligned(left, right, keys):
+        strategy = "aligned"
+    elif not keys:
+        if kind == "full":
+            strategy = "gather"
+        elif kind in ("inner", "cross") and (left.est_bytes < right.est_bytes or left.n == 1):
+            strategy = "broadcast_left"
+        else:
+            strategy = "broadcast_right"
+    elif bc_left and (left.n == 1 < right.n or (bc_right and left.est_bytes < right.est_bytes
+                                                and not right.n == 1 < left.n)):
+        strategy = "broadcast_left"
+    elif bc_right:
+        strategy = "broadcast_right"
+    elif bc_left:
+        strategy = "broadcast_left"
+    else:
+        strategy = "hash"
+
+    lk, rk = [a for a, _ in keys], [b for _, b in keys]
+    partitioning = ANY
+    if strategy == "gather":
+        left, right = gather(left), gather(right)
+        ctx.note(f"join {label}: {kind} join without equality keys runs in one partition")
+    elif strategy == "broadcast_right":
+        n = left.n
+        ctx.note(f"join {label}: broadcast {_side(right)} to {n} partition(s) "
+                 f"({kind} join, est {_mb(right.est_bytes)})")
+        right = broadcast(right, n)
+        partitioning = left.partitioning
+    elif strategy == "broadcast_left":
+        n = right.n
+        ctx.note(f"join {label}: broadcast {_side(left)} to {n} partition(s) "
+                 f"({kind} join, est {_mb(left.est_bytes)})")
+        left = broadcast(left, n)
+        partitioning = right.partitioning
+    elif strategy == "aligned":
+        ctx.note(f"join {label}: inputs already hash-partitioned on the keys "
+                 f"({left.n} partitions), no shuffle")
+        partitioning = left.partitioning if kind != "full" else ANY
+    elif strategy == "hash":
+        left, right, partitioning = _hash_join_inputs(ctx, left, right, lk, rk, kind, label)
+    else:
+        partitioning = ANY
+
+    if kind in ("semi", "anti"):
+        keep = [c for c in keep if c in left.columns]
+    keep = [c for c in keep if c in left.columns or c in right.columns]
+    conditions = [exp.EQ(this=a.copy(), expression=b.copy()) for a, b in keys]
+    if residual is not None:
+        conditions.append(residual)
+    condition = and_all(conditions)
+    select = ", ".join(quote(c) for c in keep) if keep else "TRUE AS " + quote(ctx.temp("__row"))
+    if kind == "cross" and condition is None:
+        sql = f"SELECT {select} FROM {{0}} CROSS JOIN {{1}}"
+    else:
+        join = "JOIN" if kind == "cross" else KIND_SQL[kind]
+        text = condition.sql(dialect="duckdb") if condition is not None else "TRUE"
+        sql = f"SELECT {select} FROM {{0}} {join} {{1}} ON {text}"
+    if partitioning.kind == "hash" and not set(partitioning.keys) <= set(keep):
+        partitioning = ANY
+    rows = _rows(kind, left, right, bool(keys))
+    return ctx.stage(sql, [left, right], f"{kind} join", partitioning, rows=rows)
+
+
+def _hash_join_inputs(ctx, left, right, lk, rk, kind, label):
+    """Shuffle what is not already partitioned on the keys, to a common partition count."""
+    if _hashed_on_keys(left, lk):
+        order = [lk.index(next(e for e in lk if _plain(e) == k)) for k in left.partitioning.keys]
+        n = left.n
+        right, rcols = _prepare(ctx, right, [rk[i] for i in order],
+                                [left.type_of(k) for k in left.partitioning.keys])
+        right = shuffle(right, rcols, n)
+        ctx.note(f"join {label}: hash join, {_side(right)} shuffled to the {n} partitions "
+                 f"{_side(left)} is already hashed into")
+    elif _hashed_on_keys(right, rk):
+        order = [rk.index(next(e for e in rk if _plain(e) == k)) for k in right.partitioning.keys]
+        n = right.n
+        left, lcols = _prepare(ctx, left, [lk[i] for i in order],
+                               [right.type_of(k) for k in right.partitioning.keys])
+        left = shuffle(left, lcols, n)
+        ctx.note(f"join {label}: hash join, {_side(left)} shuffled to the {n} partitions "
+                 f"{_side(right)} is already hashed into")
+    else:
+        n = ctx.partitions_for(left.est_bytes + right.est_bytes)
+        ltypes, rtypes = _key_types(ctx, left, lk), _key_types(ctx, right, rk)
+        targets = [a if hash_compatible(a, b) else ctx.binder.common_type(a, b)
+                   for a, b in zip(ltypes, rtypes)]
+        left, lcols = _prepare(ctx, left, lk, targets)
+        right, rcols = _prepare(ctx, right, rk, targets)
+        left, right = shuffle(left, lcols, n), shuffle(right, rcols, n)
+        ctx.note(f"join {label}: hash join, both sides shuffled to {n} partition(s)"
+                 if n > 1 else f"join {label}: small inputs joined in one partition")
+    if left.n == 1:
+        return left, right, ANY
+    if kind == "full":
+        return left, right, ANY
+    return left, right, left.partitioning
+
+
+def _rows(kind: str, left: Rel, right: Rel, keyed: bool) -> float:
+    if kind in ("semi", "anti"):
+        return left.rows * 0.5
+    if kind == "left":
+        return max(left.rows, 1.0)
+    if kind == "full":
+        return left.rows + right.rows
+    if not keyed:
+        return left.rows * right.rows
+    return max(left.rows, right.rows)
+
+
+def _side(rel: Rel) -> str:
+    return rel.node.name if isinstance(rel.node, SqlQuery) else rel.node.label.lower()
+
+
+def _mb(size: float) -> str:
+    return f"{size / 2**20:.1f} MB"
