@@ -40,7 +40,7 @@ from smallpond.logical.nodes import (
     SqlQuery,
 )
 
-__all__ = ["infer_schema"]
+__all__ = ["infer_schema", "bind_types"]
 
 _PARQUET = {"format": "parquet"}
 _CACHE: OrderedDict[str, pa.Schema | None] = OrderedDict()
@@ -208,3 +208,20 @@ def infer_schema(node: Node) -> pa.Schema | None:
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
         return schema
+
+
+def bind_types(sql: str, inputs: list[pa.Schema]) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of a per-partition query's output over inputs of these schemas
+    (bound over empty tables: nothing is read)."""
+    with _lock:
+        con = _connection().cursor()
+        try:
+            names = []
+            for index, schema in enumerate(inputs):
+                names.append(f"__sp_bind_input_{index}")
+                con.register(names[-1], schema.empty_table())
+            query = substitute(clean_sql(sql), lambda i: names[i], len(names), PARSE_VALUES)
+            relation = con.sql(query)
+            return [(n, str(t)) for n, t in zip(relation.columns, relation.types)]
+        finally:
+            con.close()

@@ -160,12 +160,8 @@ def run_statement(session: Session, statement: Statement, params: dict | None = 
             kind = (tree.args.get("kind") or "").upper()
             if kind not in ("VIEW", "TABLE"):
                 raise sql_error(f"DROP {kind} is not supported", statement)
-            name = tree.this.name.lower()
-            if name not in state.catalog.tables:
-                if tree.args.get("exists"):
-                    return StatementResult("define")
+            if not state.catalog.drop(tree.this.name) and not tree.args.get("exists"):
                 raise sql_error(f"no table or view named {tree.this.name}", statement)
-            del state.catalog.tables[name]
             return StatementResult("define")
         if isinstance(tree, exp.Copy):
             return _copy(session, tree, statement)

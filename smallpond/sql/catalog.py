@@ -125,6 +125,13 @@ class Catalog:
         if not isinstance(name, str) or not name.strip():
             raise PlanError("a table name must be a non-empty string")
         self.tables[name.lower()] = entry
+        self.__dict__.pop("_sqlglot_schema", None)  # the optimizer's schema is stale now
+
+    def drop(self, name: str) -> bool:
+        """Forget a table; whether it was there."""
+        found = self.tables.pop(name.lower(), None) is not None
+        self.__dict__.pop("_sqlglot_schema", None)
+        return found
 
     def get(self, name: str) -> TableEntry | None:
         return self.tables.get(name.lower())

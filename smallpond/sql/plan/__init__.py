@@ -8,6 +8,7 @@ distributed planner cannot handle runs as one stage over the whole input, with a
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -15,7 +16,8 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
-from sqlglot.optimizer import RULES, optimize
+from sqlglot.optimizer import RULES
+from sqlglot.schema import ensure_schema
 
 from smallpond.errors import SqlError
 from smallpond.logical.nodes import Node
@@ -157,6 +159,25 @@ def _bind_reference(ctx: PlanContext, tree: exp.Expression, text: str,
     return list(zip(relation.columns, [str(t) for t in relation.types]))
 
 
+def _optimize(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
+    """sqlglot's optimizer rules that help planning (not unnest_subqueries: correlated
+    subqueries are planned here; not join reordering: joins are ordered here)."""
+    schema = getattr(catalog, "_sqlglot_schema", None)
+    if schema is None:
+        schema = ensure_schema({name: dict(entry.columns)
+                                for name, entry in catalog.tables.items()}, dialect="duckdb")
+        catalog._sqlglot_schema = schema
+    expression = tree.copy()
+    for rule in OPTIMIZER_RULES:
+        wanted = _RULE_ARGS.setdefault(rule, set(inspect.signature(rule).parameters))
+        kwargs = {k: v for k, v in (("schema", schema), ("dialect", "duckdb")) if k in wanted}
+        expression = rule(expression, **kwargs)
+    return expression
+
+
+_RULE_ARGS: dict = {}
+
+
 def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: SqlSettings,
                    workers: int, statement: int | None = None,
                    line: int | None = None) -> SqlPlan:
@@ -175,9 +196,7 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
         try:
             if any(name.lower() in ORDERING_SETTINGS for name, _ in settings.duckdb):
                 raise Unsupported("a setting changes how values sort or compare")
-            schema = {name: dict(entry.columns) for name, entry in catalog.tables.items()}
-            optimized = optimize(tree, schema=schema, dialect="duckdb",
-                                 rules=OPTIMIZER_RULES)
+            optimized = _optimize(tree, catalog)
             out = plan_query(ctx, optimized, Env(), final)
             node = out.rel.node
         except (Unsupported, PlannerBug, SqlglotError) as error:

@@ -10,63 +10,17 @@ keys and aggregate once. Input already hash-partitioned on the keys aggregates i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from sqlglot import exp
 
+from smallpond.logical.aggregates import decompose, split_filter
 from smallpond.sql.plan.context import PlanContext, Unsupported
 from smallpond.sql.plan.exprs import aggregates_in, col, render, windows_in
 from smallpond.sql.plan.joins import gather, shuffle
 from smallpond.sql.plan.ndv import expression_ndv
 from smallpond.sql.plan.rel import ANY, Partitioning, Rel, quote
 
-__all__ = ["plan_aggregate", "Decomposed", "decompose"]
-
-NUMERIC_PREFIXES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
-                    "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE",
-                    "DECIMAL")
-
-
-@dataclass(frozen=True)
-class Decomposed:
-    """An aggregate call split in two: partial expressions (one or two), and how the final
-    phase merges the partial columns (`{0}`, `{1}` stand for them)."""
-
-    partials: tuple[str, ...]
-    merge: str
-
-
-def _agg_and_filter(call: exp.Expression) -> tuple[exp.Expression, exp.Expression | None]:
-    if isinstance(call, exp.Filter):
-        return call.this, call.expression
-    return call, None
-
-
-def decompose(call: exp.Expression, rendered: str, arg_type: str | None, resolve
-               ) -> Decomposed | None:
-    """How `call` (rendered as `rendered`) splits into partial + merge, or None."""
-    agg, filter_ = _agg_and_filter(call)
-    if any(isinstance(n, exp.Distinct) for n in agg.walk()):
-        return None
-    if isinstance(agg, exp.Count):
-        return Decomposed((rendered,), "CAST(sum({0}) AS BIGINT)")
-    if isinstance(agg, (exp.Sum,)):
-        return Decomposed((rendered,), "sum({0})")
-    if isinstance(agg, exp.Min):
-        return Decomposed((rendered,), "min({0})")
-    if isinstance(agg, exp.Max):
-        return Decomposed((rendered,), "max({0})")
-    if isinstance(agg, exp.LogicalAnd):
-        return Decomposed((rendered,), "bool_and({0})")
-    if isinstance(agg, exp.LogicalOr):
-        return Decomposed((rendered,), "bool_or({0})")
-    if isinstance(agg, exp.Avg) and arg_type and arg_type.upper().startswith(NUMERIC_PREFIXES):
-        argument = render(agg.this, resolve)
-        where = f" FILTER (WHERE {render(filter_.this, resolve)})" if filter_ else ""
-        return Decomposed((f"sum({argument}){where}", f"count({argument}){where}"),
-                          "CAST(sum({0}) AS DOUBLE) / NULLIF(sum({1}), 0)")
-    return None
-
+__all__ = ["plan_aggregate"]
 
 def _collect_calls(sel: exp.Select) -> list[exp.Expression]:
     calls: list[exp.Expression] = []
@@ -112,7 +66,7 @@ def plan_aggregate(block, rel: Rel, resolve) -> tuple[Rel, list[tuple[exp.Expres
     call_types = types[len(groups):]
     arg_types = []
     for call in calls:
-        agg, _ = _agg_and_filter(call)
+        agg, _ = split_filter(call)
         argument = agg.this if isinstance(agg, exp.Avg) else None
         if argument is None:
             arg_types.append(None)
@@ -130,7 +84,7 @@ def plan_aggregate(block, rel: Rel, resolve) -> tuple[Rel, list[tuple[exp.Expres
 
     plain_keys = [e.name for e in (resolve_plain(g, resolve) for g in groups) if e is not None]
     in_place = rel.n == 1 or (groups and rel.hashed_on(tuple(plain_keys)))
-    decomposed = [decompose(c, s, t, resolve) for c, s, t in zip(calls, call_sql, arg_types)]
+    decomposed = [decompose(c, lambda e: render(e, resolve), t) for c, t in zip(calls, arg_types)]
 
     def final_over(source: Rel, items: list[str], partitioning, label, rows) -> Rel:
         select = [f"{g} AS {quote(n)}" for g, n in zip(group_sql, g_names)] + items

@@ -76,12 +76,13 @@ class PlanContext:
     def stage(self, sql: str, inputs: Sequence[Rel], name: str,
               partitioning: Partitioning = ANY, rows: float | None = None,
               width: float | None = None, ordered: bool = False,
-              partial: bool = False) -> Rel:
-        """A per-partition query over aligned inputs as a Rel (bound to learn its columns)."""
+              partial: bool = False, columns: list[tuple[str, str]] | None = None) -> Rel:
+        """A per-partition query over aligned inputs as a Rel. Its output `columns` (name,
+        type) are bound by DuckDB unless the caller knows them (renames, filters, joins)."""
         nodes = tuple(i.node for i in inputs)
-        schemas = [list(zip(i.columns, i.types)) for i in inputs]
         sql = self.placeholders(sql)
-        columns = self.binder.bind(sql, schemas)
+        if columns is None:
+            columns = self.binder.bind(sql, [list(zip(i.columns, i.types)) for i in inputs])
         node = SqlQuery(nodes, sql, name=name, ordered=ordered,
                         copartitioned=len(nodes) > 1, settings=self.settings.duckdb,
                         partial=partial)

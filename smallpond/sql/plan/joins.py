@@ -129,12 +129,13 @@ def _hashed_on_keys(rel: Rel, side: list[exp.Expression]) -> bool:
 
 def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
               keys: list[tuple[exp.Expression, exp.Expression]],
-              residual: exp.Expression | None, keep: list[str], label: str) -> Rel:
+              residual: exp.Expression | None, keep: list[str], label: str,
+              rows: float | None = None) -> Rel:
     """Join two planned relations; `keys` are (left, right) equality expressions over their
     physical columns, `residual` any further condition, `keep` the output columns."""
     if kind == "right":
         return join_rels(ctx, right, left, "left", [(b, a) for a, b in keys], residual, keep,
-                         label)
+                         label, rows)
     limit = ctx.settings.broadcast_limit
     bc_right = kind in ("inner", "left", "semi", "anti", "cross") and right.est_bytes <= limit
     bc_left = kind in ("inner", "cross") and left.est_bytes <= limit
@@ -192,7 +193,13 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
     if residual is not None:
         conditions.append(residual)
     condition = and_all(conditions)
-    select = ", ".join(quote(c) for c in keep) if keep else "TRUE AS " + quote(ctx.temp("__row"))
+    types = {**dict(zip(right.columns, right.types)), **dict(zip(left.columns, left.types))}
+    known = [(c, types[c]) for c in keep]
+    if keep:
+        select = ", ".join(quote(c) for c in keep)
+    else:
+        marker = ctx.temp("__row")
+        select, known = f"TRUE AS {quote(marker)}", [(marker, "BOOLEAN")]
     if kind == "cross" and condition is None:
         sql = f"SELECT {select} FROM {{0}} CROSS JOIN {{1}}"
     else:
@@ -201,8 +208,10 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
         sql = f"SELECT {select} FROM {{0}} {join} {{1}} ON {text}"
     if partitioning.kind == "hash" and not set(partitioning.keys) <= set(keep):
         partitioning = ANY
-    rows = _rows(kind, left, right, bool(keys))
-    return ctx.stage(sql, [left, right], f"{kind} join", partitioning, rows=rows)
+    if rows is None:
+        rows = _rows(kind, left, right, bool(keys))
+    return ctx.stage(sql, [left, right], f"{kind} join", partitioning, rows=rows,
+                     columns=known)
 
 
 def _hash_join_inputs(ctx, left, right, lk, rk, kind, label):

@@ -92,9 +92,12 @@ def scan_table(ctx: PlanContext, entry: TableEntry, alias: str, needed: list[str
         return col(name) if name else None
 
     items = [f"{quote(real[n])} AS {quote(physical[n])}" for n in needed]
+    types = dict(entry.columns)
+    known = [(physical[n], types[real[n]]) for n in needed]
     if not items:  # nothing read but the rows themselves (count(*))
         marker = ctx.fresh(f"{alias}.__row")
         items = [f"TRUE AS {quote(marker)}"]
+        known = [(marker, "BOOLEAN")]
     sql = f"SELECT {', '.join(items)} FROM {{0}}"
     condition = and_all(predicates)
     if condition is not None:
@@ -105,7 +108,8 @@ def scan_table(ctx: PlanContext, entry: TableEntry, alias: str, needed: list[str
         if all(keys):
             partitioning = Partitioning.hashed(keys)
     est_rows = source_rel.rows * selectivity(predicates)
-    rel = ctx.stage(sql, [source_rel], f"scan {entry.name}", partitioning, rows=est_rows)
+    rel = ctx.stage(sql, [source_rel], f"scan {entry.name}", partitioning, rows=est_rows,
+                    columns=known)
     rel = rel.with_(scan_bytes=read_bytes)
     return Source(alias, rel, physical, base_rows)
 
@@ -114,16 +118,18 @@ def rename_source(ctx: PlanContext, rel: Rel, names: list[str], alias: str,
                   needed: list[str], base_rows: float | None = None) -> Source:
     """A planned query (CTE, derived table) read as `alias`: its columns get fresh names."""
     lookup = {n.lower(): c for n, c in zip(names, rel.columns)}
-    items, physical = [], {}
+    items, physical, known = [], {}, []
     for name in needed:
         column = lookup.get(name)
         if column is None:
             raise Unsupported(f"{alias} has no column {name}")
         physical[name] = ctx.fresh(f"{alias}.{name}")
         items.append(f"{quote(column)} AS {quote(physical[name])}")
+        known.append((physical[name], rel.type_of(column)))
     if not items:
         marker = ctx.fresh(f"{alias}.__row")
         items = [f"TRUE AS {quote(marker)}"]
+        known = [(marker, "BOOLEAN")]
     partitioning = ANY
     if rel.partitioning.kind == "hash":
         renamed = {c: physical[n.lower()] for n, c in zip(names, rel.columns)
@@ -132,5 +138,5 @@ def rename_source(ctx: PlanContext, rel: Rel, names: list[str], alias: str,
         if all(keys):
             partitioning = Partitioning.hashed(keys)
     out = ctx.stage(f"SELECT {', '.join(items)} FROM {{0}}", [rel], f"read {alias}",
-                    partitioning)
+                    partitioning, columns=known)
     return Source(alias, out, physical, base_rows if base_rows is not None else rel.rows)

@@ -267,8 +267,8 @@ class Block:
         columns = {**left.columns, **right.columns}
         return [p for key, p in columns.items() if key in live]
 
-    def _join(self, left: Joined, right: Joined, kind: str, conds: list[exp.Expression]
-              ) -> Joined:
+    def _join(self, left: Joined, right: Joined, kind: str, conds: list[exp.Expression],
+              rows: float | None = None) -> Joined:
         columns = {**left.columns, **right.columns}
         both = Joined(left.rel, columns, left.aliases | right.aliases)
         keys, rest = [], []
@@ -288,7 +288,8 @@ class Block:
         residual = and_all(resolved(c) for c in rest)
         keep = self._keep(left, right)
         label = f"{'+'.join(sorted(left.aliases))} x {'+'.join(sorted(right.aliases))}"
-        rel = join_rels(self.ctx, left.rel, right.rel, kind, key_exprs, residual, keep, label)
+        rel = join_rels(self.ctx, left.rel, right.rel, kind, key_exprs, residual, keep, label,
+                        rows)
         if kind in ("semi", "anti"):
             columns = dict(left.columns)
             aliases = set(left.aliases)
@@ -304,34 +305,52 @@ class Block:
 
     def _resolve_group(self, current: Joined | None, group: list[Joined], step: int
                        ) -> Joined:
-        """Join an inner-join group greedily: cheapest connected item next."""
+        """Join an inner-join group greedily: next the connected item that gives the fewest
+        estimated rows (from distinct values of the keys), then the cheapest to move."""
         items = ([current] if current else []) + group
         if current is None:
             items.sort(key=lambda j: -j.rel.est_bytes)
         done = items.pop(0)
         while items:
-            best, best_cost, best_conds = None, None, None
+            best, best_score, best_conds, best_rows = None, None, None, None
             for candidate in items:
                 aliases = done.aliases | candidate.aliases
                 conds = [c for c in self._applicable(aliases, step)
                          if c.aliases & candidate.aliases and c.aliases & done.aliases]
-                keyed = any(_equi(c.expr, done.aliases, candidate.aliases, self._aliases_of)
-                            for c in conds)
-                cost = self._cost(done, candidate, keyed)
-                if best is None or cost < best_cost:
-                    best, best_cost, best_conds = candidate, cost, conds
+                pairs = [p for p in (_equi(c.expr, done.aliases, candidate.aliases,
+                                           self._aliases_of) for c in conds) if p]
+                rows = self._join_rows(done, candidate, pairs)
+                score = (0 if pairs else 1, rows, self._cost(done, candidate, bool(pairs)))
+                if best is None or score < best_score:
+                    best, best_score, best_conds, best_rows = candidate, score, conds, rows
             items.remove(best)
             for c in best_conds:
                 c.applied = True
             kind = "inner" if best_conds else "cross"
-            done = self._join(done, best, kind, [c.expr for c in best_conds])
+            done = self._join(done, best, kind, [c.expr for c in best_conds], best_rows)
         return done
+
+    def _key_ndv(self, side: Joined, exprs: list[exp.Expression]) -> float:
+        """Distinct values of a join key on one side (at most its rows)."""
+        total = 1.0
+        for e in exprs:
+            estimate = self.column_ndv(e) if isinstance(e, exp.Column) and e.table else None
+            total *= estimate if estimate is not None else side.rel.rows
+        return max(1.0, min(total, side.rel.rows))
+
+    def _join_rows(self, left: Joined, right: Joined, pairs) -> float:
+        """Estimated rows of an inner join: |L| x |R| / the larger key's distinct values."""
+        if not pairs:
+            return left.rel.rows * right.rel.rows
+        lk = self._key_ndv(left, [a for a, _ in pairs])
+        rk = self._key_ndv(right, [b for _, b in pairs])
+        return max(1.0, left.rel.rows * right.rel.rows / max(lk, rk))
 
     def _cost(self, done: Joined, candidate: Joined, keyed: bool) -> float:
         limit = self.ctx.settings.broadcast_limit
         left, right = done.rel, candidate.rel
         if not keyed:
-            return 1e30 + left.est_bytes * right.est_bytes
+            return left.est_bytes * right.est_bytes
         if right.est_bytes <= limit:
             return right.est_bytes * max(1, left.n)
         if left.est_bytes <= limit:
@@ -350,7 +369,8 @@ class Block:
         sql = (f"SELECT {', '.join(quote(c) for c in keep)} FROM {{0}} "
                f"WHERE {render(condition, self.resolver(joined))}")
         rel = self.ctx.stage(sql, [joined.rel], "filter", _kept(joined.rel, keep),
-                             rows=joined.rel.rows * selectivity([c.expr for c in conds]))
+                             rows=joined.rel.rows * selectivity([c.expr for c in conds]),
+                             columns=[(c, joined.rel.type_of(c)) for c in keep])
         return Joined(rel, {k: v for k, v in joined.columns.items() if v in keep},
                       joined.aliases, joined.base_rows)
 

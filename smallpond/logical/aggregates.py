@@ -1,0 +1,63 @@
+"""Aggregates that split into a partial phase and a merge phase (two-phase aggregation).
+
+count, sum, min, max, avg (of numbers), bool_and and bool_or, with FILTER clauses, are
+decomposable; DISTINCT aggregates and the rest (median, string_agg, ...) are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+__all__ = ["Decomposed", "decompose", "split_filter", "NUMERIC_PREFIXES"]
+
+NUMERIC_PREFIXES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
+                    "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE",
+                    "DECIMAL")
+
+
+@dataclass(frozen=True)
+class Decomposed:
+    """An aggregate call split in two: partial expressions (one or two), and how the final
+    phase merges the partial columns (`{0}`, `{1}` stand for them)."""
+
+    partials: tuple[str, ...]
+    merge: str
+
+
+def split_filter(call: exp.Expression) -> tuple[exp.Expression, exp.Expression | None]:
+    """(aggregate, its FILTER condition or None)."""
+    if isinstance(call, exp.Filter):
+        return call.this, call.expression
+    return call, None
+
+
+def decompose(call: exp.Expression, render: Callable[[exp.Expression], str],
+              arg_type: str | None) -> Decomposed | None:
+    """How an aggregate call splits into partial + merge, or None when it does not.
+    `render` writes an expression as the partial phase's SQL; `arg_type` is avg's argument
+    type (avg decomposes for numbers only)."""
+    agg, filter_ = split_filter(call)
+    if any(isinstance(n, exp.Distinct) for n in agg.walk()):
+        return None
+    whole = render(call)
+    if isinstance(agg, exp.Count):
+        return Decomposed((whole,), "CAST(sum({0}) AS BIGINT)")
+    if isinstance(agg, exp.Sum):
+        return Decomposed((whole,), "sum({0})")
+    if isinstance(agg, exp.Min):
+        return Decomposed((whole,), "min({0})")
+    if isinstance(agg, exp.Max):
+        return Decomposed((whole,), "max({0})")
+    if isinstance(agg, exp.LogicalAnd):
+        return Decomposed((whole,), "bool_and({0})")
+    if isinstance(agg, exp.LogicalOr):
+        return Decomposed((whole,), "bool_or({0})")
+    if isinstance(agg, exp.Avg) and arg_type and arg_type.upper().startswith(NUMERIC_PREFIXES):
+        argument = render(agg.this)
+        where = f" FILTER (WHERE {render(filter_.this)})" if filter_ else ""
+        return Decomposed((f"sum({argument}){where}", f"count({argument}){where}"),
+                          "CAST(sum({0}) AS DOUBLE) / NULLIF(sum({1}), 0)")
+    return None
