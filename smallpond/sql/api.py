@@ -160,8 +160,9 @@ def run_statement(session: Session, statement: Statement, params: dict | None = 
             kind = (tree.args.get("kind") or "").upper()
             if kind not in ("VIEW", "TABLE"):
                 raise sql_error(f"DROP {kind} is not supported", statement)
-            if not state.catalog.drop(tree.this.name) and not tree.args.get("exists"):
-                raise sql_error(f"no table or view named {tree.this.name}", statement)
+            for table in tree.args.get("tables") or ([tree.this] if tree.this else []):
+                if not state.catalog.drop(table.name) and not tree.args.get("exists"):
+                    raise sql_error(f"no table or view named {table.name}", statement)
             return StatementResult("define")
         if isinstance(tree, exp.Copy):
             return _copy(session, tree, statement)

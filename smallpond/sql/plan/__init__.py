@@ -20,6 +20,7 @@ from sqlglot.optimizer import RULES
 from sqlglot.schema import ensure_schema
 
 from smallpond.errors import SqlError
+from smallpond.kernels.settings import apply_settings
 from smallpond.logical.nodes import Node
 from smallpond.sql.catalog import Catalog, files_table
 from smallpond.sql.plan.binder import empty_relation
@@ -187,6 +188,8 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
     ctx = PlanContext(catalog, settings, workers)
     if ctx.marker in text:
         ctx.marker = "__sp_input_marker_"
+    # bind as the tasks will run: with the statement's DuckDB settings
+    reset_settings = apply_settings(ctx.binder.con, {"settings": settings.duckdb})
     try:
         reference = _bind_reference(ctx, tree, text, statement, line)
         names = _dedupe([n for n, _ in reference])
@@ -208,6 +211,7 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
         return SqlPlan(node, names, types, list(ctx.notes), reason, text,
                        time.perf_counter() - started)
     finally:
+        reset_settings()
         ctx.close()
 
 
