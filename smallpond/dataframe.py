@@ -200,12 +200,6 @@ class DataFrame:
 
     def count(self) -> int:
         """Number of rows."""
-        if self._sink is None:
-            from smallpond.logical.count import footer_count
-
-            rows = footer_count(self._node)  # Parquet footers: nothing copied or run
-            if rows is not None:
-                return rows
         return sum(count_rows(part) for part in self._compute())
 
     def to_arrow(self) -> pa.Table:
