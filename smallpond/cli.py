@@ -207,5 +207,14 @@ def _attach_obs_tools() -> None:
 _attach_obs_tools()
 
 
+def _attach_sql_commands() -> None:
+    from smallpond.sql.cli import attach
+
+    attach(main, bench, runner_options)
+
+
+_attach_sql_commands()
+
+
 if __name__ == "__main__":
     main()

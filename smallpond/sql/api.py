@@ -46,7 +46,9 @@ def register(session: Session, name: str, source) -> None:
         raise PlanError("register needs a table name")
     state = sql_state(session)
     if isinstance(source, DataFrame):
-        entry = frame_table(name, source._node)
+        plan = getattr(source, "sql_plan", None)
+        keys = plan.hash_keys if plan is not None and plan.node is source._node else ()
+        entry = frame_table(name, source._node, keys)
     elif isinstance(source, (str, list, tuple)) and source:
         entry = files_table(name, list(source) if not isinstance(source, str) else source)
     else:
@@ -191,7 +193,7 @@ def _create(session: Session, tree: exp.Create, statement: Statement) -> Stateme
             return StatementResult("define")
         raise sql_error(f"{name} already exists (use CREATE OR REPLACE)", statement)
     frame = plan_frame(session, query, statement)
-    state.catalog.register(name, frame_table(name, frame._node))
+    state.catalog.register(name, frame_table(name, frame._node, frame.sql_plan.hash_keys))
     return StatementResult("define", frame)
 
 

@@ -72,14 +72,14 @@ def files_table(name: str, paths: str | list[str]) -> TableEntry:
                       tuple(sizes.items()))
 
 
-def frame_table(name: str, node: Node) -> TableEntry:
-    """A DataFrame's plan as a table; its schema must be known without running it."""
+def frame_table(name: str, node: Node, hash_keys: tuple[str, ...] = ()) -> TableEntry:
+    """A DataFrame's plan as a table; its schema must be known without running it.
+    `hash_keys`: columns its partitions are hash-partitioned on (a SQL result says so)."""
     schema = infer_schema(node)
     if schema is None:
         raise SqlError(f"table {name!r}: the DataFrame's columns are known only after running "
                        "it (a Python map without schema=); pass schema= or write it to Parquet")
     rows, size = _leaf_size(node)
-    hash_keys = ()
     if isinstance(node, Repartition) and node.method == "hash":
         hash_keys = tuple(node.hash_by)
     return TableEntry(name, node, duckdb_types(schema), None, rows,

@@ -56,6 +56,7 @@ class SqlPlan:
     fallback: str | None = None
     sql: str = ""
     seconds: float = 0.0
+    hash_keys: tuple[str, ...] = ()  # the result is hash-partitioned on these columns
 
 
 def _dedupe(names: list[str]) -> list[str]:
@@ -72,6 +73,8 @@ def _dedupe(names: list[str]) -> list[str]:
 
 
 def _path_literals(node: exp.Expression) -> list[str] | None:
+    """The file paths a read_parquet(...) call names: string literals, lists of them, or
+    constant expressions of them (`${dir} || '/*.parquet'` in a job file)."""
     args = list(node.expressions) if node.expressions else []
     if node.args.get("this") is not None and not isinstance(node, exp.Anonymous):
         args.insert(0, node.this)
@@ -79,9 +82,18 @@ def _path_literals(node: exp.Expression) -> list[str] | None:
     for arg in args:
         if isinstance(arg, exp.Literal) and arg.is_string:
             paths.append(arg.this)
-        elif isinstance(arg, exp.Array) and all(
-                isinstance(e, exp.Literal) and e.is_string for e in arg.expressions):
-            paths.extend(e.this for e in arg.expressions)
+            continue
+        if arg.find(exp.Column, exp.Subquery, exp.Select) is not None or \
+                isinstance(arg, (exp.EQ, exp.PropertyEQ)):
+            return None
+        try:
+            value = duckdb.connect().execute(f"SELECT {arg.sql(dialect='duckdb')}").fetchone()[0]
+        except duckdb.Error:
+            return None
+        if isinstance(value, str):
+            paths.append(value)
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            paths.extend(value)
         else:
             return None
     return paths or None
@@ -124,7 +136,9 @@ def attach_files(tree: exp.Expression, catalog: Catalog) -> tuple[exp.Expression
             continue
         generated = f"__file_{counter}"
         counter += 1
-        catalog.register(generated, files_table(generated, paths))
+        shown = "/".join(paths[0].rstrip("/").split("/")[-2:]) + (
+            f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+        catalog.register(generated, files_table(shown, paths))
         replacement = exp.Table(this=exp.to_identifier(generated))
         alias = table.args.get("alias")
         if alias is None:
@@ -196,20 +210,25 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
         types = [t for _, t in reference]
         final = list(zip(names, types))
         reason = None
+        hash_keys: tuple[str, ...] = ()
         try:
             if any(name.lower() in ORDERING_SETTINGS for name, _ in settings.duckdb):
                 raise Unsupported("a setting changes how values sort or compare")
             optimized = _optimize(tree, catalog)
             out = plan_query(ctx, optimized, Env(), final)
             node = out.rel.node
+            if out.rel.n > 1 and out.rel.partitioning.kind == "hash" and \
+                    set(out.rel.partitioning.keys) <= set(names):
+                hash_keys = out.rel.partitioning.keys
         except (Unsupported, PlannerBug, SqlglotError) as error:
             reason = f"{type(error).__name__}: {error}" if not isinstance(
                 error, Unsupported) else str(error)
             ctx.notes.clear()
             ctx.note(f"runs as one DuckDB stage over the whole input ({reason.splitlines()[0]})")
             node = single_stage(ctx, tree)
+            hash_keys = ()
         return SqlPlan(node, names, types, list(ctx.notes), reason, text,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, hash_keys)
     finally:
         reset_settings()
         ctx.close()

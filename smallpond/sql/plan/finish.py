@@ -111,7 +111,7 @@ def finish(block, joined, final: list[tuple[str, str]] | None = None) -> Output:
     part = rel.partitioning
     projected = ctx.stage(sql, [rel, *side.inputs(rel.n)], "project", ANY, rows=rel.rows)
     if part.kind == "hash":
-        mapping = _passthrough(out_exprs, out_cols, resolve, rel)
+        mapping = _passthrough(out_exprs, out_cols, resolve, rel, reps)
         keys_after = [mapping.get(k) for k in part.keys]
         if all(keys_after):
             projected = projected.with_(partitioning=Partitioning.hashed(keys_after))
@@ -135,10 +135,15 @@ def _extend(resolve, rel: Rel):
     return both
 
 
-def _passthrough(exprs, out_cols, resolve, rel) -> dict[str, str]:
+def _passthrough(exprs, out_cols, resolve, rel, replacements=()) -> dict[str, str]:
     """Input columns that the select list passes through unchanged -> their output column."""
     mapping = {}
+    table = {a: b for a, b in replacements}
     for e, c in zip(exprs, out_cols):
+        swapped = table.get(e)
+        if isinstance(swapped, exp.Column) and swapped.name in rel.columns:
+            mapping.setdefault(swapped.name, c)
+            continue
         if isinstance(e, exp.Column):
             try:
                 found = resolve(e)
@@ -205,8 +210,13 @@ def sort_and_limit(ctx: PlanContext, rel: Rel, visible: list[str], keys: list[So
     if not keys:
         if final is None and list(rel.columns) == list(visible):
             return Sorted(rel, False)
+        partitioning = rel.partitioning
+        if final is not None and partitioning.kind == "hash":
+            renamed = dict(zip(visible, [n for n, _ in final]))
+            partitioning = Partitioning.hashed([renamed[k] for k in partitioning.keys]) \
+                if all(k in renamed for k in partitioning.keys) else ANY
         return Sorted(ctx.stage(f"SELECT {select} FROM {{0}}", [rel], "output",
-                                rel.partitioning, rows=rel.rows), False)
+                                partitioning, rows=rel.rows), False)
     first = keys[0]
     if rel.n == 1 or ctx.small(rel) or \
             not rel.type_of(first.column).upper().startswith(RANGE_TYPES):

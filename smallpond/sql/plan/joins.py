@@ -150,6 +150,13 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
             strategy = "broadcast_left"
         else:
             strategy = "broadcast_right"
+    elif _hashed_on_keys(left, [a for a, _ in keys]) and kind != "full" and \
+            right.est_bytes * left.n > right.est_bytes + STAGE_BYTES and \
+            not (bc_left and left.est_bytes * right.n < right.est_bytes):
+        strategy = "hash"  # only the other side moves, once, instead of n copies of it
+    elif _hashed_on_keys(right, [b for _, b in keys]) and kind in ("inner",) and \
+            left.est_bytes * right.n > left.est_bytes + STAGE_BYTES and not bc_right:
+        strategy = "hash"
     elif bc_left and (left.n == 1 < right.n or (bc_right and left.est_bytes < right.est_bytes
                                                 and not right.n == 1 < left.n)):
         strategy = "broadcast_left"
@@ -219,18 +226,20 @@ def _hash_join_inputs(ctx, left, right, lk, rk, kind, label):
     if _hashed_on_keys(left, lk):
         order = [lk.index(next(e for e in lk if _plain(e) == k)) for k in left.partitioning.keys]
         n = left.n
+        moved = _side(right)
         right, rcols = _prepare(ctx, right, [rk[i] for i in order],
                                 [left.type_of(k) for k in left.partitioning.keys])
         right = shuffle(right, rcols, n)
-        ctx.note(f"join {label}: hash join, {_side(right)} shuffled to the {n} partitions "
+        ctx.note(f"join {label}: hash join, {moved} shuffled to the {n} partitions "
                  f"{_side(left)} is already hashed into")
     elif _hashed_on_keys(right, rk):
         order = [rk.index(next(e for e in rk if _plain(e) == k)) for k in right.partitioning.keys]
         n = right.n
+        moved = _side(left)
         left, lcols = _prepare(ctx, left, [lk[i] for i in order],
                                [right.type_of(k) for k in right.partitioning.keys])
         left = shuffle(left, lcols, n)
-        ctx.note(f"join {label}: hash join, {_side(left)} shuffled to the {n} partitions "
+        ctx.note(f"join {label}: hash join, {moved} shuffled to the {n} partitions "
                  f"{_side(right)} is already hashed into")
     else:
         n = ctx.partitions_for(left.est_bytes + right.est_bytes)
