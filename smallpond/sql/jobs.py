@@ -23,7 +23,7 @@ from smallpond.errors import InputError, SqlError
 from smallpond.io.files import FileSlice
 from smallpond.io.parquet import count_rows, iter_slice_batches
 from smallpond.sql.api import StatementResult, run_statement
-from smallpond.sql.parse import split_statements, sql_error
+from smallpond.sql.parse import parse_statement, split_statements, sql_error
 
 if TYPE_CHECKING:
     from smallpond.dataframe import DataFrame
@@ -81,6 +81,8 @@ def plan_job(session: Session, text: str, source: str = "<job>",
     statements = split_statements(text, source)
     if not statements:
         raise SqlError(f"{source}: no SQL statements")
+    for statement in statements:  # every syntax error before anything is planned
+        parse_statement(statement)
     job = Job(source)
     for position, statement in enumerate(statements):
         outcome: StatementResult = run_statement(session, statement, params)

@@ -104,6 +104,7 @@ def parse_statement(statement: Statement) -> exp.Expression:
     except ParseError as error:
         info = error.errors[0] if error.errors else {}
         message = info.get("description") or str(error).splitlines()[0]
+        message = re.sub(r"<Token token_type: [^,]*, text: (.*?), line: .*?>", r"'\1'", message)
         raise sql_error(f"syntax error: {message}", statement, info.get("line"),
                         info.get("col")) from error
     except TokenError as error:
