@@ -30,11 +30,18 @@ class TableEntry:
     hash_keys: tuple[str, ...] = ()  # a DataFrame hash-partitioned on these columns
 
     def bytes_of(self, columns: list[str]) -> float:
-        """Estimated uncompressed bytes of these columns (lower-case names)."""
+        """Estimated in-memory bytes of these columns (lower-case names): Parquet's
+        uncompressed sizes, but at least rows x the type's width (encodings such as RLE and
+        dictionaries make Parquet's own figure far smaller than the values in memory)."""
+        from smallpond.sql.plan.context import type_width
+
         sizes = dict(self.column_bytes)
-        if not sizes:
-            return self.rows * 8 * max(1, len(columns))
-        return sum(sizes.get(c.lower(), self.rows * 8) for c in columns) or self.rows
+        types = {n.lower(): t for n, t in self.columns}
+        total = 0.0
+        for c in columns:
+            floor = self.rows * type_width(types.get(c.lower(), "BIGINT"))
+            total += max(sizes.get(c.lower(), 0.0), floor)
+        return total or self.rows
 
     def column(self, name: str) -> str | None:
         """The real name of a column matched without regard to case."""

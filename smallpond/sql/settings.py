@@ -58,7 +58,7 @@ class SqlSettings:
     partitions: int | None = None
     broadcast_limit: int = 32 * MB
     gather_limit: int = 16 * MB
-    partition_bytes: int = 64 * MB
+    partition_bytes: int = 32 * MB
     duckdb: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     def with_setting(self, name: str, value: str | int | None) -> SqlSettings:

@@ -217,9 +217,8 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
             optimized = _optimize(tree, catalog)
             out = plan_query(ctx, optimized, Env(), final)
             node = out.rel.node
-            if out.rel.n > 1 and out.rel.partitioning.kind == "hash" and \
-                    set(out.rel.partitioning.keys) <= set(names):
-                hash_keys = out.rel.partitioning.keys
+            if out.rel.n > 1:
+                hash_keys = out.rel.partitioning.matching(names) or ()
         except (Unsupported, PlannerBug, SqlglotError) as error:
             reason = f"{type(error).__name__}: {error}" if not isinstance(
                 error, Unsupported) else str(error)

@@ -82,7 +82,9 @@ def plan_aggregate(block, rel: Rel, resolve) -> tuple[Rel, list[tuple[exp.Expres
     groups_est = _estimate_groups(block, groups, rel)
     width = 16.0 * (len(groups) + len(calls))
 
-    plain_keys = [e.name for e in (resolve_plain(g, resolve) for g in groups) if e is not None]
+    plain = [(resolve_plain(g, resolve), n) for g, n in zip(groups, g_names)]
+    plain_keys = [e.name for e, _ in plain if e is not None]
+    plain_names = [n for e, n in plain if e is not None]
     in_place = rel.n == 1 or (groups and rel.hashed_on(tuple(plain_keys)))
     decomposed = [decompose(c, lambda e: render(e, resolve), t) for c, t in zip(calls, arg_types)]
 
@@ -93,9 +95,8 @@ def plan_aggregate(block, rel: Rel, resolve) -> tuple[Rel, list[tuple[exp.Expres
 
     if in_place:
         items = [f"{s} AS {quote(n)}" for s, n in zip(call_sql, a_names)]
-        part = Partitioning.hashed([g_names[plain_keys.index(k)] if k in plain_keys else k
-                                    for k in rel.partitioning.keys]) \
-            if rel.n > 1 and rel.partitioning.kind == "hash" else ANY
+        part = rel.partitioning.renamed(dict(zip(plain_keys, plain_names))) \
+            if rel.n > 1 else ANY
         if rel.n > 1:
             ctx.note("aggregate: input already hash-partitioned on group keys "
                      f"({rel.n} partitions), one phase, no shuffle")

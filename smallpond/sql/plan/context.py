@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from smallpond.sql.plan.binder import Binder
 from smallpond.sql.plan.rel import ANY, Partitioning, Rel
 from smallpond.sql.settings import SqlSettings
 
-__all__ = ["PlanContext", "Unsupported", "PlannerBug"]
+__all__ = ["PlanContext", "Unsupported", "PlannerBug", "type_width"]
 
 
 class Unsupported(Exception):
@@ -62,11 +61,14 @@ class PlanContext:
         return self.settings.partitions or max(1, 2 * self.workers)
 
     def partitions_for(self, size: float) -> int:
-        """Partitions for a shuffle of `size` bytes."""
+        """Partitions for a scan or shuffle of `size` bytes: one when it is smaller than a
+        partition's worth, else the statement's partition count, the same for every large
+        stage, so that what was hashed once stays aligned with what is hashed later."""
         if self.settings.partitions:
             return self.settings.partitions
-        wanted = math.ceil(max(size, 1.0) / max(1, self.settings.partition_bytes))
-        return max(1, min(self.max_partitions, wanted))
+        if size < self.settings.partition_bytes:
+            return 1
+        return self.max_partitions
 
     def small(self, rel: Rel) -> bool:
         """Whether a result is small enough to finish in one partition."""
@@ -87,7 +89,7 @@ class PlanContext:
                         copartitioned=len(nodes) > 1, settings=self.settings.duckdb,
                         partial=partial)
         rows = rows if rows is not None else (inputs[0].rows if inputs else 1.0)
-        width = width if width is not None else float(sum(_width(t) for _, t in columns))
+        width = width if width is not None else float(sum(type_width(t) for _, t in columns))
         return Rel(node, tuple(c for c, _ in columns), tuple(t for _, t in columns),
                    partitioning if node.num_partitions > 1 else ANY, max(rows, 1.0),
                    max(width, 1.0))
@@ -100,7 +102,8 @@ class PlanContext:
         self.binder.close()
 
 
-def _width(duck_type: str) -> float:
+def type_width(duck_type: str) -> float:
+    """Bytes a value of this DuckDB type takes in memory, roughly."""
     upper = duck_type.upper()
     if upper.startswith(("VARCHAR", "BLOB", "BIT")):
         return 24.0

@@ -10,7 +10,7 @@ from smallpond.sql.plan.context import PlanContext, Unsupported
 from smallpond.sql.plan.exprs import render
 from smallpond.sql.plan.joins import gather, shuffle
 from smallpond.sql.plan.query import Output
-from smallpond.sql.plan.rel import ANY, Partitioning, Rel, quote
+from smallpond.sql.plan.rel import ANY, Rel, quote
 
 __all__ = ["finish", "sort_and_limit", "distinct", "SortKey"]
 
@@ -108,13 +108,10 @@ def finish(block, joined, final: list[tuple[str, str]] | None = None) -> Output:
     sql = f"SELECT {', '.join(items)} FROM {{0}}"
     if qualify is not None:
         sql += f" WHERE {render(qualify.this, resolve, reps)}"
-    part = rel.partitioning
     projected = ctx.stage(sql, [rel, *side.inputs(rel.n)], "project", ANY, rows=rel.rows)
-    if part.kind == "hash":
+    if rel.partitioning.kind == "hash" and projected.n > 1:
         mapping = _passthrough(out_exprs, out_cols, resolve, rel, reps)
-        keys_after = [mapping.get(k) for k in part.keys]
-        if all(keys_after):
-            projected = projected.with_(partitioning=Partitioning.hashed(keys_after))
+        projected = projected.with_(partitioning=rel.partitioning.renamed(mapping))
     if sel.args.get("distinct") is not None:
         projected = distinct(ctx, projected)
     limit = _limit_value(sel.args.get("limit"))
@@ -211,10 +208,8 @@ def sort_and_limit(ctx: PlanContext, rel: Rel, visible: list[str], keys: list[So
         if final is None and list(rel.columns) == list(visible):
             return Sorted(rel, False)
         partitioning = rel.partitioning
-        if final is not None and partitioning.kind == "hash":
-            renamed = dict(zip(visible, [n for n, _ in final]))
-            partitioning = Partitioning.hashed([renamed[k] for k in partitioning.keys]) \
-                if all(k in renamed for k in partitioning.keys) else ANY
+        if final is not None:
+            partitioning = partitioning.renamed(dict(zip(visible, [n for n, _ in final])))
         return Sorted(ctx.stage(f"SELECT {select} FROM {{0}}", [rel], "output",
                                 partitioning, rows=rel.rows), False)
     first = keys[0]

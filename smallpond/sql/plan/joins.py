@@ -111,20 +111,23 @@ def _prepare(ctx: PlanContext, rel: Rel, exprs: list[exp.Expression],
 
 def _aligned(left: Rel, right: Rel, keys: list[tuple[exp.Expression, exp.Expression]]) -> bool:
     """Both sides already hash-partitioned alike on corresponding key columns."""
-    if left.n != right.n or left.partitioning.kind != "hash" or \
-            right.partitioning.kind != "hash":
+    if left.n != right.n or left.n == 1:
         return False
     pairs = {(_plain(a), _plain(b)) for a, b in keys}
-    lk, rk = left.partitioning.keys, right.partitioning.keys
-    return len(lk) == len(rk) and all(
-        (a, b) in pairs and hash_compatible(left.type_of(a), right.type_of(b))
-        for a, b in zip(lk, rk))
+    for lk in left.partitioning.keysets:
+        for rk in right.partitioning.keysets:
+            if len(lk) == len(rk) and all(
+                    (a, b) in pairs and hash_compatible(left.type_of(a), right.type_of(b))
+                    for a, b in zip(lk, rk)):
+                return True
+    return False
 
 
-def _hashed_on_keys(rel: Rel, side: list[exp.Expression]) -> bool:
-    names = [_plain(e) for e in side]
-    return rel.partitioning.kind == "hash" and rel.n > 1 and \
-        all(k in names for k in rel.partitioning.keys)
+def _hashed_on_keys(rel: Rel, side: list[exp.Expression]) -> tuple[str, ...] | None:
+    """The key set `rel` is hashed on, made of these join key columns (None: not hashed so)."""
+    if rel.n == 1:
+        return None
+    return rel.partitioning.matching([_plain(e) for e in side if _plain(e)])
 
 
 def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
@@ -187,7 +190,9 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
     elif strategy == "aligned":
         ctx.note(f"join {label}: inputs already hash-partitioned on the keys "
                  f"({left.n} partitions), no shuffle")
-        partitioning = left.partitioning if kind != "full" else ANY
+        partitioning = ANY if kind == "full" else (
+            left.partitioning.merged(right.partitioning) if kind == "inner"
+            else left.partitioning)
     elif strategy == "hash":
         left, right, partitioning = _hash_join_inputs(ctx, left, right, lk, rk, kind, label)
     else:
@@ -213,8 +218,7 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
         join = "JOIN" if kind == "cross" else KIND_SQL[kind]
         text = condition.sql(dialect="duckdb") if condition is not None else "TRUE"
         sql = f"SELECT {select} FROM {{0}} {join} {{1}} ON {text}"
-    if partitioning.kind == "hash" and not set(partitioning.keys) <= set(keep):
-        partitioning = ANY
+    partitioning = partitioning.within(keep)
     if rows is None:
         rows = _rows(kind, left, right, bool(keys))
     return ctx.stage(sql, [left, right], f"{kind} join", partitioning, rows=rows,
@@ -223,21 +227,22 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
 
 def _hash_join_inputs(ctx, left, right, lk, rk, kind, label):
     """Shuffle what is not already partitioned on the keys, to a common partition count."""
-    if _hashed_on_keys(left, lk):
-        order = [lk.index(next(e for e in lk if _plain(e) == k)) for k in left.partitioning.keys]
+    lset, rset = _hashed_on_keys(left, lk), _hashed_on_keys(right, rk)
+    if lset is not None:
+        order = [lk.index(next(e for e in lk if _plain(e) == k)) for k in lset]
         n = left.n
         moved = _side(right)
         right, rcols = _prepare(ctx, right, [rk[i] for i in order],
-                                [left.type_of(k) for k in left.partitioning.keys])
+                                [left.type_of(k) for k in lset])
         right = shuffle(right, rcols, n)
         ctx.note(f"join {label}: hash join, {moved} shuffled to the {n} partitions "
                  f"{_side(left)} is already hashed into")
-    elif _hashed_on_keys(right, rk):
-        order = [rk.index(next(e for e in rk if _plain(e) == k)) for k in right.partitioning.keys]
+    elif rset is not None:
+        order = [rk.index(next(e for e in rk if _plain(e) == k)) for k in rset]
         n = right.n
         moved = _side(left)
         left, lcols = _prepare(ctx, left, [lk[i] for i in order],
-                               [right.type_of(k) for k in right.partitioning.keys])
+                               [right.type_of(k) for k in rset])
         left = shuffle(left, lcols, n)
         ctx.note(f"join {label}: hash join, {moved} shuffled to the {n} partitions "
                  f"{_side(right)} is already hashed into")
@@ -251,10 +256,10 @@ def _hash_join_inputs(ctx, left, right, lk, rk, kind, label):
         left, right = shuffle(left, lcols, n), shuffle(right, rcols, n)
         ctx.note(f"join {label}: hash join, both sides shuffled to {n} partition(s)"
                  if n > 1 else f"join {label}: small inputs joined in one partition")
-    if left.n == 1:
+    if left.n == 1 or kind == "full":
         return left, right, ANY
-    if kind == "full":
-        return left, right, ANY
+    if kind == "inner":
+        return left, right, left.partitioning.merged(right.partitioning)
     return left, right, left.partitioning
 
 

@@ -102,11 +102,8 @@ def scan_table(ctx: PlanContext, entry: TableEntry, alias: str, needed: list[str
     condition = and_all(predicates)
     if condition is not None:
         sql += f" WHERE {render(condition, resolve)}"
-    partitioning = ANY
-    if source_rel.partitioning.kind == "hash":
-        keys = [physical.get(k.lower()) for k in source_rel.partitioning.keys]
-        if all(keys):
-            partitioning = Partitioning.hashed(keys)
+    partitioning = source_rel.partitioning.renamed(
+        {real[n]: physical[n] for n in needed} | {n: physical[n] for n in needed})
     est_rows = source_rel.rows * selectivity(predicates)
     rel = ctx.stage(sql, [source_rel], f"scan {entry.name}", partitioning, rows=est_rows,
                     columns=known)
@@ -130,13 +127,8 @@ def rename_source(ctx: PlanContext, rel: Rel, names: list[str], alias: str,
         marker = ctx.fresh(f"{alias}.__row")
         items = [f"TRUE AS {quote(marker)}"]
         known = [(marker, "BOOLEAN")]
-    partitioning = ANY
-    if rel.partitioning.kind == "hash":
-        renamed = {c: physical[n.lower()] for n, c in zip(names, rel.columns)
-                   if n.lower() in physical}
-        keys = [renamed.get(k) for k in rel.partitioning.keys]
-        if all(keys):
-            partitioning = Partitioning.hashed(keys)
+    partitioning = rel.partitioning.renamed(
+        {c: physical[n.lower()] for n, c in zip(names, rel.columns) if n.lower() in physical})
     out = ctx.stage(f"SELECT {', '.join(items)} FROM {{0}}", [rel], f"read {alias}",
                     partitioning, columns=known)
     return Source(alias, out, physical, base_rows if base_rows is not None else rel.rows)
