@@ -56,7 +56,7 @@ class SqlSettings:
     """What later queries are planned with."""
 
     partitions: int | None = None
-    broadcast_limit: int = 32 * MB
+    broadcast_limit: int = 128 * MB
     gather_limit: int = 16 * MB
     partition_bytes: int = 32 * MB
     duckdb: tuple[tuple[str, str], ...] = field(default_factory=tuple)

@@ -13,13 +13,14 @@ from smallpond.sql.plan.context import PlanContext
 from smallpond.sql.plan.exprs import and_all
 from smallpond.sql.plan.rel import ANY, INTEGER_TYPES, Partitioning, Rel, quote
 
-__all__ = ["Joined", "join_rels", "broadcast", "shuffle", "gather", "hash_compatible",
-           "RECOMPUTE_BYTES"]
+__all__ = ["Joined", "join_rels", "choose_strategy", "broadcast", "shuffle", "gather",
+           "hash_compatible", "RECOMPUTE_BYTES"]
 
 KIND_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL JOIN", "semi": "SEMI JOIN",
             "anti": "ANTI JOIN", "cross": "CROSS JOIN"}
 RECOMPUTE_BYTES = 32 << 20  # a scan this small is re-read by every partition it is sent to
 STAGE_BYTES = 8 << 20  # a stage round costs about what moving this many bytes costs
+SHUFFLE_COST = 3.0  # bytes read by a broadcast that cost what one shuffled byte costs
 
 
 @dataclass
@@ -130,6 +131,40 @@ def _hashed_on_keys(rel: Rel, side: list[exp.Expression]) -> tuple[str, ...] | N
     return rel.partitioning.matching([_plain(e) for e in side if _plain(e)])
 
 
+def choose_strategy(ctx: PlanContext, left: Rel, right: Rel, kind: str,
+                    lcols: list[str | None], rcols: list[str | None],
+                    aligned: bool = False) -> tuple[str, float]:
+    """How to join, and what it costs in bytes moved: in place when aligned; else the
+    cheapest of broadcasting a side (read whole by each partition of the other) and hash
+    shuffling what is not already hashed on the keys (a byte through a shuffle costs about
+    SHUFFLE_COST bytes of broadcast reading)."""
+    if left.n == 1 and right.n == 1:
+        return "local", 0.0
+    if aligned:
+        return "aligned", 0.0
+    if not lcols:
+        if kind == "full":
+            return "gather", left.est_bytes + right.est_bytes
+        if kind in ("inner", "cross") and (left.est_bytes < right.est_bytes or left.n == 1):
+            return "broadcast_left", left.est_bytes * right.n
+        return "broadcast_right", right.est_bytes * left.n
+    limit = ctx.settings.broadcast_limit
+    options = []
+    # a broadcast keeps the other side's partitions: never into fewer (that loses parallelism)
+    if kind in ("inner", "left", "semi", "anti") and right.est_bytes <= limit and \
+            left.n >= right.n:
+        options.append(("broadcast_right", right.est_bytes * left.n))
+    if kind == "inner" and left.est_bytes <= limit and right.n >= left.n:
+        options.append(("broadcast_left", left.est_bytes * right.n))
+    lhashed = left.n > 1 and left.partitioning.matching([c for c in lcols if c]) is not None
+    rhashed = right.n > 1 and right.partitioning.matching([c for c in rcols if c]) is not None
+    moved = (0.0 if lhashed else left.est_bytes) + (0.0 if rhashed else right.est_bytes)
+    if kind == "full" and (lhashed or rhashed):
+        moved = left.est_bytes + right.est_bytes
+    options.append(("hash", SHUFFLE_COST * moved + STAGE_BYTES))
+    return min(options, key=lambda option: option[1])
+
+
 def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
               keys: list[tuple[exp.Expression, exp.Expression]],
               residual: exp.Expression | None, keep: list[str], label: str,
@@ -139,36 +174,9 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
     if kind == "right":
         return join_rels(ctx, right, left, "left", [(b, a) for a, b in keys], residual, keep,
                          label, rows)
-    limit = ctx.settings.broadcast_limit
-    bc_right = kind in ("inner", "left", "semi", "anti", "cross") and right.est_bytes <= limit
-    bc_left = kind in ("inner", "cross") and left.est_bytes <= limit
-    if left.n == 1 and right.n == 1:
-        strategy = "local"
-    elif keys and _aligned(left, right, keys):
-        strategy = "aligned"
-    elif not keys:
-        if kind == "full":
-            strategy = "gather"
-        elif kind in ("inner", "cross") and (left.est_bytes < right.est_bytes or left.n == 1):
-            strategy = "broadcast_left"
-        else:
-            strategy = "broadcast_right"
-    elif _hashed_on_keys(left, [a for a, _ in keys]) and kind != "full" and \
-            right.est_bytes * left.n > right.est_bytes + STAGE_BYTES and \
-            not (bc_left and left.est_bytes * right.n < right.est_bytes):
-        strategy = "hash"  # only the other side moves, once, instead of n copies of it
-    elif _hashed_on_keys(right, [b for _, b in keys]) and kind in ("inner",) and \
-            left.est_bytes * right.n > left.est_bytes + STAGE_BYTES and not bc_right:
-        strategy = "hash"
-    elif bc_left and (left.n == 1 < right.n or (bc_right and left.est_bytes < right.est_bytes
-                                                and not right.n == 1 < left.n)):
-        strategy = "broadcast_left"
-    elif bc_right:
-        strategy = "broadcast_right"
-    elif bc_left:
-        strategy = "broadcast_left"
-    else:
-        strategy = "hash"
+    strategy, _ = choose_strategy(ctx, left, right, kind, [_plain(a) for a, _ in keys],
+                                  [_plain(b) for _, b in keys],
+                                  keys and _aligned(left, right, keys))
 
     lk, rk = [a for a, _ in keys], [b for _, b in keys]
     partitioning = ANY

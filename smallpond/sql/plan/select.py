@@ -21,7 +21,7 @@ from smallpond.sql.plan.exprs import (
     render,
     windows_in,
 )
-from smallpond.sql.plan.joins import Joined, join_rels
+from smallpond.sql.plan.joins import Joined, choose_strategy, join_rels
 from smallpond.sql.plan.query import Env, Output, plan_cte, plan_query
 from smallpond.sql.plan.rel import quote
 from smallpond.sql.plan.scan import Source, rename_source, scan_table
@@ -320,7 +320,7 @@ class Block:
                 pairs = [p for p in (_equi(c.expr, done.aliases, candidate.aliases,
                                            self._aliases_of) for c in conds) if p]
                 rows = self._join_rows(done, candidate, pairs)
-                score = (0 if pairs else 1, rows, self._cost(done, candidate, bool(pairs)))
+                score = (0 if pairs else 1, rows, self._cost(done, candidate, pairs))
                 if best is None or score < best_score:
                     best, best_score, best_conds, best_rows = candidate, score, conds, rows
             items.remove(best)
@@ -346,16 +346,19 @@ class Block:
         rk = self._key_ndv(right, [b for _, b in pairs])
         return max(1.0, left.rel.rows * right.rel.rows / max(lk, rk))
 
-    def _cost(self, done: Joined, candidate: Joined, keyed: bool) -> float:
-        limit = self.ctx.settings.broadcast_limit
-        left, right = done.rel, candidate.rel
-        if not keyed:
-            return left.est_bytes * right.est_bytes
-        if right.est_bytes <= limit:
-            return right.est_bytes * max(1, left.n)
-        if left.est_bytes <= limit:
-            return left.est_bytes * max(1, right.n)
-        return left.est_bytes + right.est_bytes
+    def _cost(self, done: Joined, candidate: Joined, pairs) -> float:
+        """Bytes moved by the cheapest way to join these two (see choose_strategy)."""
+        if not pairs:
+            return done.rel.est_bytes * candidate.rel.est_bytes
+        lcols = [self._physical(done, a) for a, _ in pairs]
+        rcols = [self._physical(candidate, b) for _, b in pairs]
+        return choose_strategy(self.ctx, done.rel, candidate.rel, "inner", lcols, rcols)[1]
+
+    @staticmethod
+    def _physical(side: Joined, expr: exp.Expression) -> str | None:
+        if isinstance(expr, exp.Column) and expr.table:
+            return side.columns.get((expr.table.lower(), expr.name.lower()))
+        return None
 
     def _filter(self, joined: Joined, conds: list[Cond]) -> Joined:
         if not conds:
