@@ -25,6 +25,7 @@ __all__ = [
     "PartitionSlice",
     "Broadcast",
     "Concat",
+    "Stage",
     "ReadOptions",
     "SHUFFLE_METHODS",
 ]
@@ -340,3 +341,14 @@ class Concat(Node):
 
     def describe(self) -> str:
         return f"concat {' + '.join(str(s.num_partitions) for s in self.sources)}"
+
+
+@dataclass(frozen=True, eq=False)
+class Stage(OneInput):
+    """The same partitions as `source`, which runs as a stage of its own: several consumers
+    read its output instead of each computing it again (fusion stops here)."""
+
+    source: Node
+
+    def describe(self) -> str:
+        return "stage (shared by several consumers)"

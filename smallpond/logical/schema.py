@@ -38,6 +38,7 @@ from smallpond.logical.nodes import (
     Repartition,
     Scan,
     SqlQuery,
+    Stage,
 )
 
 __all__ = ["infer_schema", "bind_types"]
@@ -85,7 +86,7 @@ class _Replay:
             files = list(node.partitions[0]) if options.get("union_by_name") \
                 else [node.partitions[0][0]]
             return [FileSlice(f.path, format=f.format) for f in files], options
-        if isinstance(node, (PartitionSlice, Broadcast)):
+        if isinstance(node, (PartitionSlice, Broadcast, Stage)):
             return self.source(node.source)
         if isinstance(node, Concat):  # every input has the first one's columns
             return self.source(node.sources[0])

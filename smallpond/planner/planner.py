@@ -19,6 +19,7 @@ from smallpond.logical.nodes import (
     Repartition,
     Scan,
     SqlQuery,
+    Stage,
 )
 from smallpond.logical.sqlcheck import nondeterministic
 from smallpond.logical.sqlinfo import is_rowwise
@@ -166,6 +167,9 @@ class Planner:
         source = self.visit(node.source)
         everything = tuple(s for part in source.parts for s in part)
         return Planned([everything] * node.n, source.read)
+
+    def visit_Stage(self, node: Stage) -> Planned:
+        return self.visit(node.source)
 
     def visit_Concat(self, node: Concat) -> Planned:
         planned = [self.visit(s) for s in node.sources]

@@ -13,6 +13,7 @@ from smallpond.logical.nodes import (
     Repartition,
     Scan,
     SqlQuery,
+    Stage,
 )
 
 __all__ = ["distributed_text", "stage_nodes"]
@@ -67,6 +68,8 @@ def distributed_text(root: Node, notes: list[str], fallback: str | None = None,
         lines.append(f"NOTE: runs as ONE DuckDB stage over the whole input: {fallback}")
 
     def source(node: Node) -> str:
+        if isinstance(node, Stage):
+            return source(node.source)
         if isinstance(node, Scan):
             return f"scan {_files(node)} in {node.num_partitions} partition(s)"
         if isinstance(node, Broadcast):
@@ -85,7 +88,7 @@ def distributed_text(root: Node, notes: list[str], fallback: str | None = None,
         return node.describe()
 
     for node in order:
-        if isinstance(node, (Scan, Broadcast, Concat)):
+        if isinstance(node, (Scan, Broadcast, Concat, Stage)):
             continue
         if isinstance(node, SqlQuery) and _fused_into_mapper(node, consumers):
             continue

@@ -215,6 +215,9 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
             if any(name.lower() in ORDERING_SETTINGS for name, _ in settings.duckdb):
                 raise Unsupported("a setting changes how values sort or compare")
             optimized = _optimize(tree, catalog)
+            for table in optimized.find_all(exp.Table):
+                key = table.name.lower()
+                ctx.references[key] = ctx.references.get(key, 0) + 1
             out = plan_query(ctx, optimized, Env(), final)
             node = out.rel.node
             if out.rel.n > 1:

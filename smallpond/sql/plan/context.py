@@ -33,6 +33,7 @@ class PlanContext:
     binder: Binder = field(default_factory=Binder)
     notes: list[str] = field(default_factory=list)
     marker: str = "__sp_in_"
+    references: dict[str, int] = field(default_factory=dict)  # table name -> references
     _names: set[str] = field(default_factory=set)
     _counter: int = 0
 

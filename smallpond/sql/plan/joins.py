@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from smallpond.logical.nodes import Broadcast, Repartition, Scan, SqlQuery
+from smallpond.logical.nodes import Broadcast, Repartition, Scan, SqlQuery, Stage
 from smallpond.logical.sqlinfo import is_rowwise
 from smallpond.sql.plan.context import PlanContext
 from smallpond.sql.plan.exprs import and_all
@@ -202,6 +202,7 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
             left.partitioning.merged(right.partitioning) if kind == "inner"
             else left.partitioning)
     elif strategy == "hash":
+        left, right = _reduce_sides(ctx, left, right, lk, rk, kind, label)
         left, right, partitioning = _hash_join_inputs(ctx, left, right, lk, rk, kind, label)
     else:
         partitioning = ANY
@@ -231,6 +232,52 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
         rows = _rows(kind, left, right, bool(keys))
     return ctx.stage(sql, [left, right], f"{kind} join", partitioning, rows=rows,
                      columns=known)
+
+
+REDUCE_RATIO = 4.0  # reduce a side to the other's keys when it is this much larger
+
+
+def _reduce_sides(ctx, left, right, lk, rk, kind, label):
+    """Semi-join reduction: before a large side is shuffled, keep only its rows whose keys
+    occur on the small side (whose distinct keys every map task reads whole). Rows without
+    such a key cannot match, and the join keeps them only when that side is preserved."""
+    limit = ctx.settings.broadcast_limit
+    # which sides may lose their unmatched rows: inner both; semi/anti/left the right one
+    may_reduce_right = kind in ("inner", "semi", "anti", "left")
+    may_reduce_left = kind in ("inner", "semi")
+    if may_reduce_right and _hashed_on_keys(right, rk) is None and \
+            right.est_bytes >= REDUCE_RATIO * left.est_bytes and left.est_bytes <= limit:
+        right, left = _reduce(ctx, right, rk, left, lk, label)
+    elif may_reduce_left and _hashed_on_keys(left, lk) is None and \
+            left.est_bytes >= REDUCE_RATIO * right.est_bytes and right.est_bytes <= limit:
+        left, right = _reduce(ctx, left, lk, right, rk, label)
+    return left, right
+
+
+def shared(rel: Rel) -> Rel:
+    """`rel` computed once for several consumers (not fused into each of them)."""
+    if isinstance(rel.node, (SqlQuery,)):
+        return rel.with_(node=Stage(rel.node))
+    return rel
+
+
+def _reduce(ctx, big: Rel, big_keys, small: Rel, small_keys, label: str
+            ) -> tuple[Rel, Rel]:
+    small = shared(small)
+    names = [ctx.temp("__rk") for _ in small_keys]
+    items = ", ".join(f"{e.sql(dialect='duckdb')} AS {quote(n)}"
+                      for e, n in zip(small_keys, names))
+    keys = ctx.stage(f"SELECT DISTINCT {items} FROM {{0}}", [small], "join key filter",
+                     ANY, rows=small.rows, partial=True)
+    condition = " AND ".join(f"{e.sql(dialect='duckdb')} = {quote(n)}"
+                             for e, n in zip(big_keys, names))
+    ctx.note(f"join {label}: the larger side keeps only rows whose keys occur on the smaller "
+             f"(est {big.est_bytes / 2**20:.1f} MB vs {small.est_bytes / 2**20:.1f} MB) "
+             "before it is shuffled")
+    return ctx.stage(f"SELECT * FROM {{0}} SEMI JOIN {{1}} ON {condition}",
+                     [big, broadcast(keys, big.n)], "key filter", big.partitioning,
+                     rows=min(big.rows, small.rows * 4),
+                     columns=list(zip(big.columns, big.types))), small
 
 
 def _hash_join_inputs(ctx, left, right, lk, rk, kind, label):

@@ -34,8 +34,9 @@ def _peek(path: str, identity: str, column: str) -> tuple[int, int]:
 
 
 def column_ndv(entry: TableEntry, column: str) -> float:
-    """Distinct values of a table column: at most its rows; from min/max for whole numbers
-    and dates; from a sample of the first row group for other types."""
+    """Distinct values of a table column: at most its rows, at most max - min + 1 for whole
+    numbers and dates, and extrapolated from the first row group: few distinct values there
+    mean few overall, nearly all distinct mean a share of the rows (sorted keys)."""
     upper = float(entry.rows)
     if not entry.files:
         return upper
@@ -57,17 +58,19 @@ def column_ndv(entry: TableEntry, column: str) -> float:
             continue
         break
     if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
-        return min(upper, float(high - low + 1))
-    if isinstance(low, datetime.date) and not isinstance(low, datetime.datetime):
-        return min(upper, float((high - low).days + 1))
+        upper = min(upper, float(high - low + 1))
+    elif isinstance(low, datetime.date) and not isinstance(low, datetime.datetime):
+        upper = min(upper, float((high - low).days + 1))
     try:
         first = entry.files[0]
         distinct, rows = _peek(first.path, first.identity, real)
-    except Exception:  # a type pyarrow cannot count: assume many
+    except Exception:  # a type pyarrow cannot count: the bounds alone
+        return upper
+    if rows == 0:
         return upper
     if distinct * 20 <= rows:  # few values repeat a lot: assume few overall
-        return min(upper, float(distinct * 2))
-    return upper
+        return max(1.0, min(upper, float(distinct * 2)))
+    return max(1.0, min(upper, distinct / rows * entry.rows))
 
 
 def expression_ndv(expr: exp.Expression, lookup) -> float | None:

@@ -79,5 +79,10 @@ def plan_cte(ctx: PlanContext, env: Env, name: str) -> Output | None:
         if name in owner.planning:
             raise Unsupported(f"CTE {name} refers to itself")
         owner.planning.add(name)
-        owner.planned[name] = plan_query(ctx, query, owner)
+        planned = plan_query(ctx, query, owner)
+        if ctx.references.get(name, 0) > 1:  # computed once, read by every reference
+            from smallpond.sql.plan.joins import shared
+
+            planned = Output(shared(planned.rel), planned.names, planned.ordered)
+        owner.planned[name] = planned
     return owner.planned[name]

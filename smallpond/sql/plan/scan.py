@@ -104,7 +104,14 @@ def scan_table(ctx: PlanContext, entry: TableEntry, alias: str, needed: list[str
         sql += f" WHERE {render(condition, resolve)}"
     partitioning = source_rel.partitioning.renamed(
         {real[n]: physical[n] for n in needed} | {n: physical[n] for n in needed})
-    est_rows = source_rel.rows * selectivity(predicates)
+    def distinct(column: exp.Column) -> float | None:
+        if entry.files is None or column.table.lower() != alias:
+            return None
+        from smallpond.sql.plan.ndv import column_ndv
+
+        return column_ndv(entry, column.name)
+
+    est_rows = source_rel.rows * selectivity(predicates, distinct)
     rel = ctx.stage(sql, [source_rel], f"scan {entry.name}", partitioning, rows=est_rows,
                     columns=known)
     rel = rel.with_(scan_bytes=read_bytes)

@@ -305,30 +305,34 @@ class Block:
 
     def _resolve_group(self, current: Joined | None, group: list[Joined], step: int
                        ) -> Joined:
-        """Join an inner-join group greedily: next the connected item that gives the fewest
-        estimated rows (from distinct values of the keys), then the cheapest to move."""
+        """Join an inner-join group greedily (GOO): each time, the two connected inputs whose
+        join gives the fewest estimated rows (from distinct values of the keys), so that small
+        dimension tables meet each other and filter the large input before it joins anything
+        else. The larger input of a pair is the left (probe) side."""
         items = ([current] if current else []) + group
-        if current is None:
-            items.sort(key=lambda j: -j.rel.est_bytes)
-        done = items.pop(0)
-        while items:
-            best, best_score, best_conds, best_rows = None, None, None, None
-            for candidate in items:
-                aliases = done.aliases | candidate.aliases
-                conds = [c for c in self._applicable(aliases, step)
-                         if c.aliases & candidate.aliases and c.aliases & done.aliases]
-                pairs = [p for p in (_equi(c.expr, done.aliases, candidate.aliases,
-                                           self._aliases_of) for c in conds) if p]
-                rows = self._join_rows(done, candidate, pairs)
-                score = (0 if pairs else 1, rows, self._cost(done, candidate, pairs))
-                if best is None or score < best_score:
-                    best, best_score, best_conds, best_rows = candidate, score, conds, rows
-            items.remove(best)
-            for c in best_conds:
+        while len(items) > 1:
+            best = None
+            for i in range(len(items)):
+                for j in range(i + 1, len(items)):
+                    a, b = items[i], items[j]
+                    if b.rel.est_bytes > a.rel.est_bytes:
+                        a, b = b, a
+                    aliases = a.aliases | b.aliases
+                    conds = [c for c in self._applicable(aliases, step)
+                             if c.aliases & a.aliases and c.aliases & b.aliases]
+                    pairs = [p for p in (_equi(c.expr, a.aliases, b.aliases, self._aliases_of)
+                                         for c in conds) if p]
+                    rows = self._join_rows(a, b, pairs)
+                    score = (0 if pairs else 1, rows, self._cost(a, b, pairs))
+                    if best is None or score < best[0]:
+                        best = (score, a, b, conds, rows)
+            _, left, right, conds, rows = best
+            items = [x for x in items if x is not left and x is not right]
+            for c in conds:
                 c.applied = True
-            kind = "inner" if best_conds else "cross"
-            done = self._join(done, best, kind, [c.expr for c in best_conds], best_rows)
-        return done
+            kind = "inner" if conds else "cross"
+            items.append(self._join(left, right, kind, [c.expr for c in conds], rows))
+        return items[0]
 
     def _key_ndv(self, side: Joined, exprs: list[exp.Expression]) -> float:
         """Distinct values of a join key on one side (at most its rows)."""
