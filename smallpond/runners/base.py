@@ -181,6 +181,10 @@ class Runner(abc.ABC):
     def threads_per_task(self) -> int:
         return 1
 
+    def threads_for(self, running: int, waiting: int) -> int:
+        """Threads for the next task, given the tasks running and the ones ready after it."""
+        return self.threads_per_task()
+
     # -- the loop ---------------------------------------------------------------------------
     def run(self, graph: TaskGraph, force: frozenset[str] = frozenset(),
             on_event: EventCallback | None = None) -> dict[str, TaskOutput]:
@@ -253,7 +257,7 @@ class Runner(abc.ABC):
                     attempts[key] = attempts.get(key, 0) + 1
                     settings = ExecSettings(self.config.data_root, self.scratch_dir,
                                             self.config.memory_per_task,
-                                            self.threads_per_task(),
+                                            self.threads_for(len(running), len(ready)),
                                             force=key in force or key in invalid,
                                             sys_path=tuple(sys.path))
                     handle = self.submit(task, resolve_inputs(task, outputs), settings)

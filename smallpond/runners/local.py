@@ -95,6 +95,12 @@ class LocalRunner(Runner):
     def threads_per_task(self) -> int:
         return max(1, (os.cpu_count() or 1) // self.config.num_executors)
 
+    def threads_for(self, running: int, waiting: int) -> int:
+        """The cores shared among the tasks that will run together: a task that runs alone
+        (a single-partition stage, the last task of a stage) uses every core."""
+        together = max(1, min(self.config.num_executors, running + 1 + waiting))
+        return max(1, (os.cpu_count() or 1) // together)
+
     def submit(self, task: Task, inputs: list[list[FileSlice]], settings: ExecSettings) -> int:
         self._start_workers()
         worker = self._idle.pop()

@@ -91,8 +91,10 @@ def plan_frame(session: Session, tree: exp.Expression, statement: Statement) -> 
 
     state = sql_state(session)
     try:
+        config = session.config
         plan = plan_statement(tree, statement.text, state.catalog, state.settings,
-                              session.config.num_executors, statement.index, statement.line)
+                              config.num_executors, statement.index, statement.line,
+                              config.runner, config.memory_per_task)
     except SqlError as error:
         if error.statement is None or not str(error).startswith(statement.source):
             raise sql_error(str(error), statement, sql=statement.text) from error

@@ -31,7 +31,8 @@ PLANNER_SETTINGS = {
                      "an aggregate, DISTINCT or ORDER BY result estimated below this many "
                      "bytes is finished in one partition (0: always shuffle)"),
     "partition_bytes": ("partition_bytes", "bytes",
-                        "target input bytes per partition when the count is automatic"),
+                        "data worth a partition of its own when the count is automatic "
+                        "(default: a quarter of a task's memory on this machine, 32MB on Ray)"),
 }
 
 
@@ -58,7 +59,7 @@ class SqlSettings:
     partitions: int | None = None
     broadcast_limit: int = 128 * MB
     gather_limit: int = 16 * MB
-    partition_bytes: int = 32 * MB
+    partition_bytes: int | None = None  # automatic: see PlanContext.partition_bytes
     duckdb: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     def with_setting(self, name: str, value: str | int | None) -> SqlSettings:

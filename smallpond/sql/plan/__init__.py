@@ -23,11 +23,10 @@ from smallpond.errors import SqlError
 from smallpond.kernels.settings import apply_settings
 from smallpond.logical.nodes import Node
 from smallpond.sql.catalog import Catalog, files_table
-from smallpond.sql.plan.binder import empty_relation
+from smallpond.sql.parse import PARAM_PREFIX
 from smallpond.sql.plan.context import PlanContext, PlannerBug, Unsupported
 from smallpond.sql.plan.fallback import cte_names, single_stage
 from smallpond.sql.plan.query import Env, plan_query
-from smallpond.sql.plan.rel import quote
 from smallpond.sql.settings import SqlSettings
 
 __all__ = ["SqlPlan", "plan_statement"]
@@ -150,22 +149,24 @@ def attach_files(tree: exp.Expression, catalog: Catalog) -> tuple[exp.Expression
 
 
 def _bind_reference(ctx: PlanContext, tree: exp.Expression, text: str,
-                    statement: int | None, line: int | None) -> list[tuple[str, str]]:
+                    statement: int | None, line: int | None,
+                    original: bool = False) -> list[tuple[str, str]]:
     """DuckDB's own binding of the statement over empty tables: result names and types, and
-    the user's error when the statement is wrong."""
-    con = ctx.binder.con
+    the user's error when the statement is wrong. With `original`, DuckDB binds the user's
+    own text (its errors then point into it); else the text of the tree."""
     ctes = cte_names(tree)
+    tables: dict[str, list[tuple[str, str]] | None] = {}
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier) or table.args.get("db"):
             continue
         name = table.name
-        entry = ctx.catalog.get(name)
-        if entry is None or name.lower() in ctes:
+        if name.lower() in ctes:
             continue
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS "
-                    f"SELECT * FROM {empty_relation(entry.columns)}")
+        entry = ctx.catalog.get(name)
+        tables[name] = list(entry.columns) if entry is not None else None
+    ctx.binder.define_views(tables)
     try:
-        relation = con.sql(tree.sql(dialect="duckdb"))
+        relation = ctx.binder.con.sql(text if original else tree.sql(dialect="duckdb"))
     except duckdb.Error as error:
         raise SqlError(f"{error}", sql=text, statement=statement, line=line) from error
     if relation is None:
@@ -195,17 +196,24 @@ _RULE_ARGS: dict = {}
 
 def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: SqlSettings,
                    workers: int, statement: int | None = None,
-                   line: int | None = None) -> SqlPlan:
-    """Plan one query statement (a parsed sqlglot tree of `text`)."""
+                   line: int | None = None, runner: str = "local",
+                   memory: int = 1 << 30) -> SqlPlan:
+    """Plan one query statement (a parsed sqlglot tree of `text`) for `workers` workers of
+    a runner, each task with `memory` bytes."""
     started = time.perf_counter()
-    tree, catalog = attach_files(tree, catalog)
-    ctx = PlanContext(catalog, settings, workers)
+    # DuckDB binds the user's own text (its errors then point into it) when that text is this
+    # one SELECT and reads nothing but catalog tables; else the text sqlglot writes of the tree
+    original = PARAM_PREFIX not in text
+    attached, catalog = attach_files(tree, catalog)
+    original = original and attached == tree and _one_select(text)
+    tree = attached
+    ctx = PlanContext(catalog, settings, workers, runner, memory)
     if ctx.marker in text:
         ctx.marker = "__sp_input_marker_"
     # bind as the tasks will run: with the statement's DuckDB settings
     reset_settings = apply_settings(ctx.binder.con, {"settings": settings.duckdb})
     try:
-        reference = _bind_reference(ctx, tree, text, statement, line)
+        reference = _bind_reference(ctx, tree, text, statement, line, original)
         names = _dedupe([n for n, _ in reference])
         types = [t for _, t in reference]
         final = list(zip(names, types))
@@ -214,6 +222,14 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
         try:
             if any(name.lower() in ORDERING_SETTINGS for name, _ in settings.duckdb):
                 raise Unsupported("a setting changes how values sort or compare")
+            size = _input_bytes(ctx, tree)
+            if settings.partitions is None and size is not None and \
+                    size < ctx.partition_bytes:
+                ctx.note(f"small input ({size / 2**20:.0f} MB, under "
+                         f"{ctx.partition_bytes / 2**20:.0f} MB): runs as one DuckDB stage "
+                         "using every core of its task")
+                return SqlPlan(single_stage(ctx, tree), names, types, list(ctx.notes), None,
+                               text, time.perf_counter() - started)
             optimized = _optimize(tree, catalog)
             for table in optimized.find_all(exp.Table):
                 key = table.name.lower()
@@ -222,6 +238,12 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
             node = out.rel.node
             if out.rel.n > 1:
                 hash_keys = out.rel.partitioning.matching(names) or ()
+            if settings.partitions is None and all(
+                    n.num_partitions == 1 for n in _nodes(node)):
+                ctx.notes.clear()
+                ctx.note("every stage has one partition: runs as one DuckDB stage using every "
+                         "core of its task")
+                node = single_stage(ctx, tree)
         except (Unsupported, PlannerBug, SqlglotError) as error:
             reason = f"{type(error).__name__}: {error}" if not isinstance(
                 error, Unsupported) else str(error)
@@ -234,6 +256,46 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
     finally:
         reset_settings()
         ctx.close()
+
+
+def _one_select(text: str) -> bool:
+    """Whether DuckDB reads `text` as exactly one SELECT (binding it then runs nothing)."""
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error:
+        return False
+    return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
+
+
+def _nodes(root: Node) -> list[Node]:
+    seen, stack, found = set(), [root], []
+    while stack:
+        node = stack.pop()
+        if node.token not in seen:
+            seen.add(node.token)
+            found.append(node)
+            stack.extend(node.inputs)
+    return found
+
+
+def _input_bytes(ctx: PlanContext, tree: exp.Expression) -> float | None:
+    """In-memory bytes of every table the statement reads (all their columns); None when a
+    table's partitions are more than one already (a partitioned DataFrame)."""
+    ctes = cte_names(tree)
+    total = 0.0
+    seen = set()
+    for table in tree.find_all(exp.Table):
+        name = table.name.lower()
+        if name in ctes or name in seen or not isinstance(table.this, exp.Identifier):
+            continue
+        seen.add(name)
+        entry = ctx.catalog.get(name)
+        if entry is None:
+            continue
+        if entry.node.num_partitions > 1:
+            return None
+        total += entry.bytes_of([n for n, _ in entry.columns])
+    return total
 
 
 def parse_query(text: str) -> exp.Expression:

@@ -38,7 +38,7 @@ class Binder:
     """A DuckDB connection used only to bind queries (nothing is read or run)."""
 
     def __init__(self):
-        self.con = _database().cursor()
+        self.con = _database()
         self._common: dict[tuple[str, str], str] = {}
 
     def bind(self, sql: str, inputs: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, str]]:
@@ -63,10 +63,23 @@ class Binder:
             self._common[key] = str(relation.types[0])
         return self._common[key]
 
+    def define_views(self, tables: dict[str, list[tuple[str, str]] | None]) -> None:
+        """Temporary views of these names with these columns (None: no such table, so any
+        view of that name left from an earlier statement goes). Views are kept between
+        statements and replaced only when their columns change."""
+        views = _local.__dict__.setdefault("views", {})
+        for name, columns in tables.items():
+            key = name.lower()
+            if columns is None:
+                if key in views:
+                    self.con.execute(f"DROP VIEW IF EXISTS {quote(name)}")
+                    del views[key]
+                continue
+            signature = tuple(columns)
+            if views.get(key) != signature:
+                self.con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS "
+                                 f"SELECT * FROM {empty_relation(columns)}")
+                views[key] = signature
+
     def close(self) -> None:
-        """Drop what this statement defined (temporary views) and release the cursor."""
-        for (name,) in self.con.execute(
-                "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
-        ).fetchall():
-            self.con.execute(f"DROP VIEW IF EXISTS {quote(name)}")
-        self.con.close()
+        """Nothing to release: the connection and its views serve the next statement."""

@@ -30,6 +30,8 @@ class PlanContext:
     catalog: Catalog
     settings: SqlSettings
     workers: int
+    runner: str = "local"
+    memory: int = 1 << 30  # per task
     binder: Binder = field(default_factory=Binder)
     notes: list[str] = field(default_factory=list)
     marker: str = "__sp_in_"
@@ -67,9 +69,20 @@ class PlanContext:
         stage, so that what was hashed once stays aligned with what is hashed later."""
         if self.settings.partitions:
             return self.settings.partitions
-        if size < self.settings.partition_bytes:
+        if size < self.partition_bytes:
             return 1
         return self.max_partitions
+
+    @property
+    def partition_bytes(self) -> int:
+        """Data worth a partition of its own. On this machine a task that runs alone uses every
+        core, so splitting pays only when a task's data nears its memory budget; on Ray, whose
+        tasks use one core each, partitions are what spreads the work."""
+        if self.settings.partition_bytes:
+            return self.settings.partition_bytes
+        if self.runner == "local":
+            return max(32 << 20, self.memory // 4)
+        return 32 << 20
 
     def small(self, rel: Rel) -> bool:
         """Whether a result is small enough to finish in one partition."""
