@@ -171,3 +171,43 @@ def test_co_partitioned_inputs_join_without_a_shuffle(catalog):
     # both sides hashed on dim once; the aggregate on dim needs no further shuffle
     assert len(shuffles) == 2
     assert "already hash-partitioned on group keys" in text(result, node)
+
+
+def test_small_input_runs_as_one_stage_without_a_partition_count(catalog):
+    statement = split_statements("SELECT dim, count(*) FROM facts GROUP BY dim")[0]
+    result = plan_statement(parse_statement(statement), statement.text, catalog,
+                            SqlSettings(), 2)
+    assert result.fallback is None
+    assert result.node.num_partitions == 1 and result.node.name == "single stage"
+    assert any("small input" in note for note in result.notes)
+
+
+def test_large_side_is_reduced_to_the_small_sides_keys(catalog):
+    result, node = plan(catalog, "SELECT count(*) FROM other o WHERE o.w > 0.99 AND EXISTS "
+                                 "(SELECT * FROM facts f WHERE f.id = o.id)",
+                        broadcast_limit="100KB", gather_limit=0)
+    assert "keeps only rows whose keys occur" in text(result, node)
+    assert any("SEMI JOIN" in n.sql and n.name.endswith("key filter")
+               for n in kinds(node) if isinstance(n, SqlQuery))
+
+
+def test_a_cte_read_twice_is_computed_once(catalog):
+    from smallpond.logical.nodes import Stage
+
+    result, node = plan(catalog, "WITH s AS (SELECT dim, sum(v) AS t FROM facts GROUP BY dim) "
+                                 "SELECT a.dim FROM s a JOIN s b ON a.dim = b.dim + 1")
+    assert any(isinstance(n, Stage) for n in kinds(node))
+
+
+def test_local_runner_gives_a_lone_task_every_core():
+    import os
+
+    from smallpond.config import resolve_config
+    from smallpond.runners.local import LocalRunner
+
+    runner = LocalRunner.__new__(LocalRunner)  # no workers: only the thread arithmetic
+    runner.config = resolve_config(data_root="/tmp/unused", num_executors=2)
+    cores = os.cpu_count() or 1
+    assert runner.threads_for(running=0, waiting=0) == cores
+    assert runner.threads_for(running=0, waiting=3) == max(1, cores // 2)
+    assert runner.threads_for(running=1, waiting=0) == max(1, cores // 2)

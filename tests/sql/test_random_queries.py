@@ -114,17 +114,20 @@ def _write(tmp_path_factory, tables: dict[str, pa.Table], splits: int) -> dict[s
 
 
 @given(t1=table_data("t1"), t2=table_data("t2"), t3=table_data("t3"), query=queries(),
-       partitions=st.integers(1, 5), forced=st.booleans(), splits=st.integers(1, 3))
+       partitions=st.integers(1, 5), splits=st.integers(1, 3),
+       mode=st.sampled_from(["planner", "all-shuffles", "small-broadcasts"]))
 def test_random_query_matches_duckdb(sql_sp, tmp_path_factory, t1, t2, t3, query, partitions,
-                                     forced, splits):
+                                     splits, mode):
     sql, ordered = query
     tables = {"t1": t1, "t2": t2, "t3": t3}
     sql_sp._sql_state = None
     for name, path in _write(tmp_path_factory, tables, splits).items():
         sql_sp.register(name, path)
     sql_sp.sql(f"SET smallpond.partitions = {partitions}")
-    if forced:
+    if mode == "all-shuffles":
         sql_sp.sql("SET smallpond.broadcast_limit = 0; SET smallpond.gather_limit = 0")
+    elif mode == "small-broadcasts":  # joins shuffle; large sides reduced to the small's keys
+        sql_sp.sql("SET smallpond.broadcast_limit = '300B'; SET smallpond.gather_limit = 0")
     con = duckdb.connect()
     for name, table in tables.items():
         con.register(name, table)

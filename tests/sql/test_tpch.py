@@ -2,8 +2,9 @@
 equal to DuckDB running the same query in one process over the same files.
 
 At 3 partitions broadcasts and gathers are switched off, so every join is a hash join of two
-shuffled sides and every aggregate, DISTINCT and ORDER BY is hash- or range-shuffled; at 1
-and 8 partitions the planner decides (small tables are broadcast). The scale factor is 0.01
+shuffled sides and every aggregate, DISTINCT and ORDER BY is hash- or range-shuffled; at 8
+only sides under 64KB are broadcast (the small dimension tables), so large joins shuffle and
+large sides are first reduced to the small side's keys; at 1 partition everything is local. The scale factor is 0.01
 here; `SMALLPOND_TPCH_SF=0.1 python -m pytest tests/sql/test_tpch.py` runs a larger one.
 """
 
@@ -19,7 +20,7 @@ from tests.sql.conftest import same_rows
 MODES = {
     1: [],
     3: ["SET smallpond.broadcast_limit = 0", "SET smallpond.gather_limit = 0"],
-    8: [],
+    8: ["SET smallpond.broadcast_limit = '64KB'"],
 }
 
 
