@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-__all__ = ["Decomposed", "decompose", "split_filter", "NUMERIC_PREFIXES"]
+__all__ = ["Decomposed", "decompose", "split_filter", "aggregate_calls", "NUMERIC_PREFIXES"]
 
 NUMERIC_PREFIXES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
                     "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE",
@@ -61,3 +61,32 @@ def decompose(call: exp.Expression, render: Callable[[exp.Expression], str],
         return Decomposed((f"sum({argument}){where}", f"count({argument}){where}"),
                           "CAST(sum({0}) AS DOUBLE) / NULLIF(sum({1}), 0)")
     return None
+
+
+def aggregate_calls(expr: exp.Expression) -> list[exp.Expression]:
+    """Distinct aggregate calls (with their FILTER clause) in an expression, outside
+    subqueries; inside a window only the aggregates among its arguments and keys count."""
+    found: list[exp.Expression] = []
+
+    def walk(node: exp.Expression) -> None:
+        if isinstance(node, (exp.Select, exp.SetOperation)):
+            return
+        if isinstance(node, exp.Window):
+            inner = node.this
+            for child in (inner.iter_expressions() if isinstance(inner, exp.AggFunc)
+                          else [inner]):
+                walk(child)
+            for child in [*(node.args.get("partition_by") or []), node.args.get("order")]:
+                if child is not None:
+                    walk(child)
+            return
+        if isinstance(node, exp.AggFunc) or (isinstance(node, exp.Filter) and
+                                             isinstance(node.this, exp.AggFunc)):
+            if not any(node == f for f in found):
+                found.append(node)
+            return
+        for child in node.iter_expressions():
+            walk(child)
+
+    walk(expr)
+    return found

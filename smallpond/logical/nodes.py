@@ -26,6 +26,7 @@ __all__ = [
     "Broadcast",
     "Concat",
     "Stage",
+    "iter_nodes",
     "ReadOptions",
     "SHUFFLE_METHODS",
 ]
@@ -352,3 +353,16 @@ class Stage(OneInput):
 
     def describe(self) -> str:
         return "stage (shared by several consumers)"
+
+
+def iter_nodes(root: Node):
+    """Every node of a plan once (each shared input once), the root first."""
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.token in seen:
+            continue
+        seen.add(node.token)
+        yield node
+        stack.extend(node.inputs)

@@ -10,7 +10,7 @@ import pyarrow as pa
 from smallpond.errors import InputError, PlanError, SqlError
 from smallpond.io.files import FileSlice, expand_paths, file_identity
 from smallpond.io.parquet import check_same_schema
-from smallpond.logical.nodes import Node, ReadOptions, Repartition, Scan
+from smallpond.logical.nodes import Node, ReadOptions, Repartition, Scan, iter_nodes
 from smallpond.logical.schema import infer_schema
 from smallpond.sql.footers import FileInfo, file_info
 
@@ -97,13 +97,7 @@ def frame_table(name: str, node: Node, hash_keys: tuple[str, ...] = ()) -> Table
 def _leaf_size(node: Node) -> tuple[float, float]:
     """Rows and bytes of the files under a plan: an upper bound for filters and projections."""
     rows = size = 0.0
-    stack = [node]
-    seen = set()
-    while stack:
-        current = stack.pop()
-        if current.token in seen:
-            continue
-        seen.add(current.token)
+    for current in iter_nodes(node):
         if isinstance(current, Scan):
             for part in current.partitions:
                 for piece in part:
@@ -118,7 +112,6 @@ def _leaf_size(node: Node) -> tuple[float, float]:
                     else:
                         size += 1e8
                         rows += 1e6
-        stack.extend(current.inputs)
     return max(rows, 1.0), max(size, 1.0)
 
 

@@ -18,7 +18,7 @@ from sqlglot import exp
 
 from smallpond.errors import SmallpondError
 from smallpond.kernels.placeholders import substitute
-from smallpond.logical.aggregates import decompose, split_filter
+from smallpond.logical.aggregates import aggregate_calls, decompose, split_filter
 from smallpond.logical.nodes import Node, Repartition, SqlQuery
 from smallpond.logical.rules.base import Rule
 from smallpond.logical.schema import bind_types, infer_schema
@@ -27,22 +27,6 @@ __all__ = ["CombineAggregate"]
 
 INPUT = "__sp_combine_input"
 _BLOCKERS = ("with_", "joins", "distinct", "order", "limit", "offset", "qualify", "windows")
-
-
-def _aggregates(tree: exp.Expression) -> list[exp.Expression]:
-    found: list[exp.Expression] = []
-
-    def walk(node: exp.Expression) -> None:
-        if isinstance(node, exp.Filter) and isinstance(node.this, exp.AggFunc) or \
-                isinstance(node, exp.AggFunc):
-            if not any(node == f for f in found):
-                found.append(node)
-            return
-        for child in node.iter_expressions():
-            walk(child)
-
-    walk(tree)
-    return found
 
 
 def _shape(sql: str) -> exp.Select | None:
@@ -96,7 +80,7 @@ class CombineAggregate(Rule):
         schema = infer_schema(shuffle.source)
         if schema is None:
             return None
-        calls = _aggregates(exp.Tuple(expressions=list(tree.expressions) + (
+        calls = aggregate_calls(exp.Tuple(expressions=list(tree.expressions) + (
             [tree.args["having"].this] if tree.args.get("having") else [])))
         if not calls:
             return None

@@ -21,7 +21,7 @@ from sqlglot.schema import ensure_schema
 
 from smallpond.errors import SqlError
 from smallpond.kernels.settings import apply_settings
-from smallpond.logical.nodes import Node
+from smallpond.logical.nodes import Node, iter_nodes
 from smallpond.sql.catalog import Catalog, files_table
 from smallpond.sql.parse import PARAM_PREFIX
 from smallpond.sql.plan.context import PlanContext, PlannerBug, Unsupported
@@ -239,7 +239,7 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
             if out.rel.n > 1:
                 hash_keys = out.rel.partitioning.matching(names) or ()
             if settings.partitions is None and all(
-                    n.num_partitions == 1 for n in _nodes(node)):
+                    n.num_partitions == 1 for n in iter_nodes(node)):
                 ctx.notes.clear()
                 ctx.note("every stage has one partition: runs as one DuckDB stage using every "
                          "core of its task")
@@ -265,17 +265,6 @@ def _one_select(text: str) -> bool:
     except duckdb.Error:
         return False
     return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
-
-
-def _nodes(root: Node) -> list[Node]:
-    seen, stack, found = set(), [root], []
-    while stack:
-        node = stack.pop()
-        if node.token not in seen:
-            seen.add(node.token)
-            found.append(node)
-            stack.extend(node.inputs)
-    return found
 
 
 def _input_bytes(ctx: PlanContext, tree: exp.Expression) -> float | None:

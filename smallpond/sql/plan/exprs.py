@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 from sqlglot import exp
 
+from smallpond.logical.aggregates import aggregate_calls
 from smallpond.sql.plan.context import Unsupported
 from smallpond.sql.plan.rel import quote
 
@@ -114,31 +115,7 @@ def is_subquery_predicate(expr: exp.Expression) -> bool:
 
 def aggregates_in(expr: exp.Expression) -> list[exp.Expression]:
     """Aggregate calls (with their FILTER clause) outside window functions and subqueries."""
-    found: list[exp.Expression] = []
-
-    def walk(node: exp.Expression) -> None:
-        if isinstance(node, QUERY_TYPES) or isinstance(node, exp.Window):
-            if isinstance(node, exp.Window):  # aggregates inside a window's arguments count
-                for child in node.this.iter_expressions() if isinstance(
-                        node.this, exp.AggFunc) else [node.this]:
-                    walk(child)
-                for part in (node.args.get("partition_by") or []):
-                    walk(part)
-                order = node.args.get("order")
-                if order is not None:
-                    walk(order)
-            return
-        if isinstance(node, exp.Filter) and isinstance(node.this, exp.AggFunc):
-            found.append(node)
-            return
-        if isinstance(node, exp.AggFunc):
-            found.append(node)
-            return
-        for child in node.iter_expressions():
-            walk(child)
-
-    walk(expr)
-    return found
+    return aggregate_calls(expr)
 
 
 def windows_in(expr: exp.Expression) -> list[exp.Window]:

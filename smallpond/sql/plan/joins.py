@@ -184,17 +184,9 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
         left, right = gather(left), gather(right)
         ctx.note(f"join {label}: {kind} join without equality keys runs in one partition")
     elif strategy == "broadcast_right":
-        n = left.n
-        ctx.note(f"join {label}: broadcast {_side(right)} to {n} partition(s) "
-                 f"({kind} join, est {_mb(right.est_bytes)})")
-        right = broadcast(right, n)
-        partitioning = left.partitioning
+        right, partitioning = _broadcast_to(ctx, right, left, kind, label)
     elif strategy == "broadcast_left":
-        n = right.n
-        ctx.note(f"join {label}: broadcast {_side(left)} to {n} partition(s) "
-                 f"({kind} join, est {_mb(left.est_bytes)})")
-        left = broadcast(left, n)
-        partitioning = right.partitioning
+        left, partitioning = _broadcast_to(ctx, left, right, kind, label)
     elif strategy == "aligned":
         ctx.note(f"join {label}: inputs already hash-partitioned on the keys "
                  f"({left.n} partitions), no shuffle")
@@ -232,6 +224,13 @@ def join_rels(ctx: PlanContext, left: Rel, right: Rel, kind: str,
         rows = _rows(kind, left, right, bool(keys))
     return ctx.stage(sql, [left, right], f"{kind} join", partitioning, rows=rows,
                      columns=known)
+
+
+def _broadcast_to(ctx, small: Rel, big: Rel, kind: str, label: str):
+    """`small` read whole by each partition of `big`; the join keeps big's partitioning."""
+    ctx.note(f"join {label}: broadcast {_side(small)} to {big.n} partition(s) "
+             f"({kind} join, est {_mb(small.est_bytes)})")
+    return broadcast(small, big.n), big.partitioning
 
 
 REDUCE_RATIO = 4.0  # reduce a side to the other's keys when it is this much larger
@@ -280,27 +279,24 @@ def _reduce(ctx, big: Rel, big_keys, small: Rel, small_keys, label: str
                      columns=list(zip(big.columns, big.types))), small
 
 
+def _shuffle_like(ctx, fixed: Rel, keyset, fixed_keys, moving: Rel, moving_keys, label) -> Rel:
+    """`moving` hash-shuffled the way `fixed` already is (on `keyset`, its key columns)."""
+    order = [fixed_keys.index(next(e for e in fixed_keys if _plain(e) == k)) for k in keyset]
+    moved = _side(moving)
+    moving, columns = _prepare(ctx, moving, [moving_keys[i] for i in order],
+                               [fixed.type_of(k) for k in keyset])
+    ctx.note(f"join {label}: hash join, {moved} shuffled to the {fixed.n} partitions "
+             f"{_side(fixed)} is already hashed into")
+    return shuffle(moving, columns, fixed.n)
+
+
 def _hash_join_inputs(ctx, left, right, lk, rk, kind, label):
     """Shuffle what is not already partitioned on the keys, to a common partition count."""
     lset, rset = _hashed_on_keys(left, lk), _hashed_on_keys(right, rk)
     if lset is not None:
-        order = [lk.index(next(e for e in lk if _plain(e) == k)) for k in lset]
-        n = left.n
-        moved = _side(right)
-        right, rcols = _prepare(ctx, right, [rk[i] for i in order],
-                                [left.type_of(k) for k in lset])
-        right = shuffle(right, rcols, n)
-        ctx.note(f"join {label}: hash join, {moved} shuffled to the {n} partitions "
-                 f"{_side(left)} is already hashed into")
+        right = _shuffle_like(ctx, left, lset, lk, right, rk, label)
     elif rset is not None:
-        order = [rk.index(next(e for e in rk if _plain(e) == k)) for k in rset]
-        n = right.n
-        moved = _side(left)
-        left, lcols = _prepare(ctx, left, [lk[i] for i in order],
-                               [right.type_of(k) for k in rset])
-        left = shuffle(left, lcols, n)
-        ctx.note(f"join {label}: hash join, {moved} shuffled to the {n} partitions "
-                 f"{_side(right)} is already hashed into")
+        left = _shuffle_like(ctx, right, rset, rk, left, lk, label)
     else:
         n = ctx.partitions_for(left.est_bytes + right.est_bytes)
         ltypes, rtypes = _key_types(ctx, left, lk), _key_types(ctx, right, rk)
