@@ -26,6 +26,7 @@ from smallpond.logical.schema import bind_types, infer_schema
 __all__ = ["CombineAggregate"]
 
 INPUT = "__sp_combine_input"
+PARTIAL = "__sp_partial_"  # the partial columns' names (what marks a combined aggregate)
 _BLOCKERS = ("with_", "joins", "distinct", "order", "limit", "offset", "qualify", "windows")
 
 
@@ -61,9 +62,9 @@ class CombineAggregate(Rule):
                 and not node.ordered and isinstance(node.sources[0], Repartition)):
             return node
         shuffle = node.sources[0]
-        if shuffle.method != "hash" or (isinstance(shuffle.source, SqlQuery)
-                                        and shuffle.source.partial):
-            return node
+        if shuffle.method != "hash" or PARTIAL in node.sql or (
+                isinstance(shuffle.source, SqlQuery) and shuffle.source.partial):
+            return node  # already the merge of a combined aggregate
         tree = _shape(node.sql)
         if tree is None:
             return node
@@ -111,7 +112,7 @@ class CombineAggregate(Rule):
         for part, call, kind in zip(parts, calls, types):
             names = []
             for text in part.partials:
-                name = f"__sp_partial_{counter}"
+                name = f"{PARTIAL}{counter}"
                 counter += 1
                 partial_items.append(f'{text} AS "{name}"')
                 names.append(f'"{name}"')
