@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import duckdb
+import psutil
 
 from smallpond.bench.common import PeakMemory, machine_info, markdown_table, write_report
 from smallpond.bench.tpch_queries import QUERIES, TABLES
@@ -57,6 +58,19 @@ def ensure_tpch_data(scale: float, folder: str | None) -> str:
     subprocess.run([tool, "parquet", "-s", f"{scale:g}", "-o", folder], check=True,
                    capture_output=True)
     return folder
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its worker processes so far."""
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def _close(a, b) -> bool:
@@ -167,6 +181,7 @@ def run_tpch_benchmark(scale: float = 1.0, data: str | None = None,
         if "polars" in systems:
             runners["polars"] = _Polars(folder)
         times: dict[str, dict[int, list[float]]] = {s: {} for s in runners}
+        cpu: dict[str, dict[int, list[float]]] = {s: {} for s in runners}
         peaks: dict[str, int] = {s: 0 for s in runners}
         errors: dict[str, dict[int, str]] = {s: {} for s in runners}
         wrong: dict[str, list[int]] = {s: [] for s in runners}
@@ -177,32 +192,35 @@ def run_tpch_benchmark(scale: float = 1.0, data: str | None = None,
                     if number in errors[name]:
                         continue
                     with PeakMemory() as memory:
-                        started = time.perf_counter()
+                        started, cpu_started = time.perf_counter(), _cpu_seconds()
                         try:
                             got = runner.run(number)
                         except Exception as error:  # a peer that cannot run the query
                             errors[name][number] = f"{type(error).__name__}: {error}"[:200]
                             continue
                         seconds = time.perf_counter() - started
+                        cpu_used = _cpu_seconds() - cpu_started
                     peaks[name] = max(peaks[name], memory.peak)
                     if attempt == 0:
                         if not _same(got, expected):
                             wrong[name].append(number)
                         continue
                     times[name].setdefault(number, []).append(seconds)
+                    cpu[name].setdefault(number, []).append(cpu_used)
         details = runners["smallpond"].details if "smallpond" in runners else {}
     finally:
         for runner in runners.values():
             runner.close()
         shutil.rmtree(work, ignore_errors=True)
-    return _report(scale, folder, queries, repeat, times, peaks, errors, wrong, details,
-                   results_dir)
+    return _report(scale, folder, queries, repeat, times, cpu, peaks, errors, wrong, details,
+                   partitions, results_dir)
 
 
-def _report(scale, folder, queries, repeat, times, peaks, errors, wrong, details,
-            results_dir) -> str:
+def _report(scale, folder, queries, repeat, times, cpu, peaks, errors, wrong, details,
+            partitions, results_dir) -> str:
     systems = list(times)
     median = {s: {q: statistics.median(v) for q, v in times[s].items()} for s in systems}
+    cpu_median = {s: {q: statistics.median(v) for q, v in cpu[s].items()} for s in systems}
     rows = []
     for q in queries:
         row = [f"Q{q}"]
@@ -237,10 +255,15 @@ def _report(scale, folder, queries, repeat, times, peaks, errors, wrong, details
     if details:
         headers += ["plan ms", "tasks", "shuffle MB", "task s / wall s"]
     info = machine_info()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    complete_cpu = [q for q in queries if all(q in cpu_median[s] for s in systems)]
+    cpu_line = "CPU seconds (this process and its workers, all queries every system ran): " + \
+        ", ".join(f"{s} {sum(cpu_median[s][q] for q in complete_cpu):.2f}" for s in systems)
     lines = [f"# TPC-H SF{scale:g} ({info['cpus']} cores, {info['memory_gib']} GiB, "
-             f"{info['time']})", "",
-             f"median of {repeat} warm runs per query and system, interleaved; data: {folder}",
-             "", markdown_table(headers, rows), "",
+             f"{info['time']}, load average {load:.1f} at the end)", "",
+             f"median of {repeat} warm runs per query and system, interleaved; smallpond "
+             f"partitions: {partitions or 'automatic'}; data: {folder}",
+             "", markdown_table(headers, rows), "", cpu_line, "",
              "peak memory (this process and its workers): " +
              ", ".join(f"{s} {peaks[s] / 2**20:.0f} MiB" for s in systems)]
     for s in systems:
@@ -250,8 +273,10 @@ def _report(scale, folder, queries, repeat, times, peaks, errors, wrong, details
         if wrong[s]:
             lines.append(f"{s} differed from DuckDB on: " + ", ".join(f"Q{q}" for q in wrong[s]))
     markdown = "\n".join(lines)
-    data = {"machine": info, "scale": scale, "repeat": repeat, "queries": queries,
-            "times": times, "peak_bytes": peaks, "errors": errors, "wrong": wrong,
+    data = {"machine": info, "load_average": load, "scale": scale, "repeat": repeat,
+            "partitions": partitions, "queries": queries, "times": times, "cpu_seconds": cpu,
+            "peak_bytes": peaks, "errors": errors, "wrong": wrong,
             "smallpond_details": details}
-    write_report(results_dir, f"tpch-sf{scale:g}", data, markdown)
+    name = f"tpch-sf{scale:g}" + (f"-p{partitions}" if partitions else "")
+    write_report(results_dir, name, data, markdown)
     return markdown

@@ -101,3 +101,14 @@ def test_run_on_ray(tmp_path, people, ray_address):
         str(tmp_path / "root")])
     assert result.exit_code == 0, result.output
     assert "bob" in result.output and "ann" in result.output and "cy" not in result.output
+
+
+def test_bench_tpch_writes_a_report(tmp_path, tpch_dir):
+    results = tmp_path / "results"
+    output = CliRunner().invoke(main, [
+        "bench", "tpch", "--sf", "0.01", "--data", tpch_dir, "--repeat", "1", "--queries",
+        "1,6,18", "--systems", "smallpond,duckdb,polars", "--results-dir", str(results)])
+    assert output.exit_code == 0, output.output
+    assert "| Q18 |" in output.output and "smallpond/duckdb" in output.output
+    assert "differed from DuckDB" not in output.output
+    assert {p.suffix for p in results.iterdir()} == {".json", ".md"}
