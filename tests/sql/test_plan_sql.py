@@ -132,6 +132,8 @@ def test_unsupported_runs_as_one_stage_with_a_note(catalog):
 def test_row_groups_are_pruned_by_min_max(catalog):
     result, node = plan(catalog, "SELECT count(*) FROM facts WHERE id BETWEEN 100 AND 2500")
     assert "2 of 10 row groups after pruning" in text(result, node)
+    assert "filter pushed into the read:" in text(result, node)
+    assert '"facts"."id" >= 100' in text(result, node)
 
 
 def test_syntax_error_names_statement_and_line():

@@ -112,6 +112,11 @@ def scan_table(ctx: PlanContext, entry: TableEntry, alias: str, needed: list[str
         return column_ndv(entry, column.name)
 
     est_rows = source_rel.rows * selectivity(predicates, distinct)
+    shown = ", ".join(real[n] for n in needed) or "no columns (row count only)"
+    pushed = f"; filter pushed into the read: {condition.sql(dialect='duckdb')}" \
+        if condition is not None else ""
+    ctx.note(f"scan {entry.name} as {alias}: {source_rel.node.num_partitions} partition(s), "
+             f"columns {shown}{pushed}")
     rel = ctx.stage(sql, [source_rel], f"scan {entry.name}", partitioning, rows=est_rows,
                     columns=known)
     rel = rel.with_(scan_bytes=read_bytes)
