@@ -22,11 +22,12 @@ from sqlglot.schema import ensure_schema
 from smallpond.errors import SqlError
 from smallpond.kernels.settings import apply_settings
 from smallpond.logical.nodes import Node, iter_nodes
-from smallpond.sql.catalog import Catalog, files_table
+from smallpond.sql.catalog import Catalog
 from smallpond.sql.parse import PARAM_PREFIX
 from smallpond.sql.plan.context import PlanContext, PlannerBug, Unsupported
 from smallpond.sql.plan.fallback import cte_names, single_stage
 from smallpond.sql.plan.query import Env, plan_query
+from smallpond.sql.plan.tables import attach_files, input_bytes
 from smallpond.sql.settings import SqlSettings
 
 __all__ = ["SqlPlan", "plan_statement"]
@@ -38,12 +39,6 @@ OPTIMIZER_RULES = tuple(r for r in RULES if r.__name__ in _RULE_NAMES)
 # settings that change how values compare or sort: the planner's own hashing and range
 # boundaries would not follow them, so such statements run as one DuckDB stage
 ORDERING_SETTINGS = ("default_collation", "default_null_order", "default_order")
-FILE_FUNCTIONS = ("read_parquet", "parquet_scan")
-OTHER_FILE_FUNCTIONS = ("read_csv", "read_csv_auto", "csv_scan", "read_json", "read_json_auto",
-                        "read_ndjson", "read_ndjson_auto", "read_json_objects", "read_text",
-                        "read_blob", "json_scan", "iceberg_scan", "delta_scan")
-
-
 @dataclass
 class SqlPlan:
     """A planned statement: its logical node, result columns, and how it was planned."""
@@ -69,83 +64,6 @@ def _dedupe(names: list[str]) -> list[str]:
         seen.add(candidate.lower())
         out.append(candidate)
     return out
-
-
-def _path_literals(node: exp.Expression) -> list[str] | None:
-    """The file paths a read_parquet(...) call names: string literals, lists of them, or
-    constant expressions of them (`${dir} || '/*.parquet'` in a job file)."""
-    args = list(node.expressions) if node.expressions else []
-    if node.args.get("this") is not None and not isinstance(node, exp.Anonymous):
-        args.insert(0, node.this)
-    paths: list[str] = []
-    for arg in args:
-        if isinstance(arg, exp.Literal) and arg.is_string:
-            paths.append(arg.this)
-            continue
-        if arg.find(exp.Column, exp.Subquery, exp.Select) is not None or \
-                isinstance(arg, (exp.EQ, exp.PropertyEQ)):
-            return None
-        try:
-            value = duckdb.connect().execute(f"SELECT {arg.sql(dialect='duckdb')}").fetchone()[0]
-        except duckdb.Error:
-            return None
-        if isinstance(value, str):
-            paths.append(value)
-        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            paths.extend(value)
-        else:
-            return None
-    return paths or None
-
-
-def _function_name(node: exp.Expression) -> str:
-    if isinstance(node, exp.Anonymous):
-        return str(node.this).lower()
-    return node.sql_name().lower() if isinstance(node, exp.Func) else ""
-
-
-def attach_files(tree: exp.Expression, catalog: Catalog) -> tuple[exp.Expression, Catalog]:
-    """`read_parquet('glob')` and `FROM 'file.parquet'` become catalog tables (so the planner
-    sees their footers and task keys follow the files' versions)."""
-    catalog = catalog.copy()
-    tree = tree.copy()
-    ctes = cte_names(tree)
-    counter = 0
-    for table in list(tree.find_all(exp.Table)):
-        target = table.this
-        paths = None
-        if isinstance(target, exp.Func):
-            name = _function_name(target)
-            if name in FILE_FUNCTIONS or isinstance(target, exp.ReadParquet):
-                paths = _path_literals(target)
-                if paths is None:
-                    raise SqlError(f"{target.sql(dialect='duckdb')}: only file paths are "
-                                   "supported here; for options, read the files with "
-                                   "session.read_parquet and register the DataFrame")
-            elif name in OTHER_FILE_FUNCTIONS or isinstance(target, (exp.ReadCSV,)):
-                raise SqlError(f"{target.sql(dialect='duckdb')}: read such files with "
-                               "session.read_csv / read_json and register the DataFrame "
-                               "(session.register), then query it by name")
-        elif isinstance(target, exp.Identifier) and not table.args.get("db"):
-            text = target.this
-            if text.lower() not in ctes and catalog.get(text) is None and \
-                    text.lower().endswith(".parquet"):
-                paths = [text]
-        if paths is None:
-            continue
-        generated = f"__file_{counter}"
-        counter += 1
-        shown = "/".join(paths[0].rstrip("/").split("/")[-2:]) + (
-            f" and {len(paths) - 1} more" if len(paths) > 1 else "")
-        catalog.register(generated, files_table(shown, paths))
-        replacement = exp.Table(this=exp.to_identifier(generated))
-        alias = table.args.get("alias")
-        if alias is None:
-            stem = paths[0].rsplit("/", 1)[-1].split(".", 1)[0] or "t"
-            alias = exp.TableAlias(this=exp.to_identifier(stem, quoted=True))
-        replacement.set("alias", alias.copy())
-        table.replace(replacement)
-    return tree, catalog
 
 
 def _bind_reference(ctx: PlanContext, tree: exp.Expression, text: str,
@@ -222,7 +140,7 @@ def plan_statement(tree: exp.Expression, text: str, catalog: Catalog, settings: 
         try:
             if any(name.lower() in ORDERING_SETTINGS for name, _ in settings.duckdb):
                 raise Unsupported("a setting changes how values sort or compare")
-            size = _input_bytes(ctx, tree)
+            size = input_bytes(ctx.catalog, tree)
             if settings.partitions is None and size is not None and \
                     size < ctx.partition_bytes:
                 ctx.note(f"small input ({size / 2**20:.0f} MB, under "
@@ -265,26 +183,6 @@ def _one_select(text: str) -> bool:
     except duckdb.Error:
         return False
     return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
-
-
-def _input_bytes(ctx: PlanContext, tree: exp.Expression) -> float | None:
-    """In-memory bytes of every table the statement reads (all their columns); None when a
-    table's partitions are more than one already (a partitioned DataFrame)."""
-    ctes = cte_names(tree)
-    total = 0.0
-    seen = set()
-    for table in tree.find_all(exp.Table):
-        name = table.name.lower()
-        if name in ctes or name in seen or not isinstance(table.this, exp.Identifier):
-            continue
-        seen.add(name)
-        entry = ctx.catalog.get(name)
-        if entry is None:
-            continue
-        if entry.node.num_partitions > 1:
-            return None
-        total += entry.bytes_of([n for n, _ in entry.columns])
-    return total
 
 
 def parse_query(text: str) -> exp.Expression:
