@@ -33,7 +33,8 @@ IGNORED_STAGE_OPTIONS = {
 }
 USED_INIT_OPTIONS = {"memory_per_task", "partitions", "max_retries", "ray_num_cpus",
                      "verify", "random_seed", "env_overrides", "fault_inject_prob",
-                     "progress", "cache_budget"}
+                     "progress", "cache_budget", "task_timeout", "heartbeat_timeout",
+                     "ray_connect_timeout"}
 IGNORED_INIT_OPTIONS = {
     "bind_numa_node", "platform", "_remove_output_root", "memory_allocator",
     "enforce_memory_limit", "max_usable_cpu_count", "max_usable_gpu_count",

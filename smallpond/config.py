@@ -37,6 +37,14 @@ class Config:
     verify: str = "checksum"
     scratch_dir: str | None = None
     extra: dict = field(default_factory=dict)
+    memory_source: str = "argument"  # argument | env | cgroup | machine (derived defaults)
+    task_timeout: float | None = None
+    heartbeat_timeout: float = 60.0
+
+    @property
+    def memory_is_default(self) -> bool:
+        """Whether memory_per_task was derived here (a runner may derive a better one)."""
+        return self.memory_source in ("cgroup", "machine")
 
     @property
     def tasks_dir(self) -> str:
@@ -117,13 +125,46 @@ def _partitions(value) -> int | None:
     return check_partitions(value)
 
 
-def _available_memory() -> int:
-    try:
-        import psutil
+WORKER_OVERHEAD = 96 << 20  # what an idle worker holds (interpreter, DuckDB, Arrow): ~60-80 MiB
+MEMORY_FRACTION = 0.7  # of what is available, the rest for the driver, page cache and slack
 
-        return int(psutil.virtual_memory().available)
-    except Exception:  # pragma: no cover - psutil is a dependency; be safe anyway
-        return 4 << 30
+
+def default_memory(executors: int | None) -> tuple[int, int, str]:
+    """Workers and the per-task budget that fit the memory this process may use: the
+    machine's free RAM, or its cgroup's limit when lower (a container); and which it was.
+
+    Fewer workers than cores when the memory cannot hold one task per core.
+    """
+    from smallpond.limits import available_memory
+
+    available, source = available_memory()
+    if executors is None:
+        fits = available // (WORKER_OVERHEAD + MIN_TASK_MEMORY)
+        executors = max(1, min(os.cpu_count() or 1, fits))
+    usable = max(0, available - executors * WORKER_OVERHEAD)
+    return executors, max(MIN_TASK_MEMORY, int(usable * MEMORY_FRACTION) // executors), source
+
+
+def _probability(value, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {number}")
+    return number
+
+
+def _seconds(value, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, got {number}")
+    return number
 
 
 def resolve_config(
@@ -137,9 +178,15 @@ def resolve_config(
     job_id: str | None = None,
     job_name: str | None = None,
     verify: str | None = None,
+    task_timeout: float | None = None,
+    heartbeat_timeout: float | None = None,
     **extra,
 ) -> Config:
-    """Build a Config from arguments, environment variables and defaults."""
+    """Build a Config from arguments, environment variables and defaults.
+
+    Without memory_per_task, the budget comes from the memory this process may use (its
+    cgroup's limit when lower than the machine's free RAM) over the workers.
+    """
     ray_address = ray_address or _env("RAY_ADDRESS")
     runner = runner or _env("RUNNER") or ("ray" if ray_address else "local")
     if runner not in RUNNERS:
@@ -151,13 +198,18 @@ def resolve_config(
     root = str(Path(os.path.expanduser(root)).absolute())
     executors = _int(num_executors, "num_executors") or _int(_env("NUM_EXECUTORS"),
                                                                "SMALLPOND_NUM_EXECUTORS")
-    executors = executors or os.cpu_count() or 1
-    memory = _parse_bytes(memory_per_task or _env("MEMORY_PER_TASK"), "memory_per_task")
+    memory = _parse_bytes(memory_per_task, "memory_per_task")
+    source = "argument"
     if memory is None:
-        memory = max(256 << 20, int(_available_memory() * 0.7) // executors)
+        memory, source = _parse_bytes(_env("MEMORY_PER_TASK"), "SMALLPOND_MEMORY_PER_TASK"), "env"
+    if memory is None:
+        executors, memory, source = default_memory(executors)
+    executors = executors or os.cpu_count() or 1
     if memory < MIN_TASK_MEMORY:
         raise ConfigError(f"memory_per_task must be at least {MIN_TASK_MEMORY >> 20} MiB, got "
                           f"{memory} bytes")
+    if extra.get("fault_inject_prob") is not None:
+        extra["fault_inject_prob"] = _probability(extra["fault_inject_prob"], "fault_inject_prob")
     verify = verify or _env("VERIFY") or "checksum"
     if verify not in VERIFY_LEVELS:
         raise ConfigError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")
@@ -173,4 +225,9 @@ def resolve_config(
         job_name=job_name,
         verify=verify,
         extra=extra,
+        memory_source=source,
+        task_timeout=_seconds(task_timeout if task_timeout is not None else _env("TASK_TIMEOUT"),
+                              "task_timeout"),
+        heartbeat_timeout=_seconds(heartbeat_timeout if heartbeat_timeout is not None
+                                   else _env("HEARTBEAT_TIMEOUT"), "heartbeat_timeout") or 60.0,
     )

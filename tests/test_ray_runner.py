@@ -297,7 +297,7 @@ def test_memory_request_is_capped_at_the_smallest_node(ray_address, tmp_path):
 
 def test_a_ray_client_connection_is_tried_again(monkeypatch):
     """`ray://` connections retry a failed start of the client server; others do not."""
-    from smallpond.runners import ray as ray_runner
+    from smallpond.runners import ray_connect
 
     calls = []
 
@@ -306,12 +306,12 @@ def test_a_ray_client_connection_is_tried_again(monkeypatch):
         if len(calls) == 1:
             raise ConnectionAbortedError("Starting Ray client server failed")
 
-    monkeypatch.setattr(ray_runner.ray, "init", flaky_init)
-    monkeypatch.setattr(ray_runner.ray, "shutdown", lambda: None)
-    monkeypatch.setattr(ray_runner.time, "sleep", lambda seconds: None)
-    ray_runner._init_ray("ray://head:10001", {})
+    monkeypatch.setattr(ray_connect.ray, "init", flaky_init)
+    monkeypatch.setattr(ray_connect.ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray_connect.time, "sleep", lambda seconds: None)
+    ray_connect._init(ray_connect.RayTarget("ray://head:10001", "test"), {})
     assert calls == ["ray://head:10001"] * 2
     calls.clear()
     with pytest.raises(ConnectionAbortedError):
-        ray_runner._init_ray("head:6379", {})
+        ray_connect._init(ray_connect.RayTarget("head:6379", "test"), {})
     assert calls == ["head:6379"]

@@ -1,7 +1,8 @@
 """The Runner protocol and the scheduling loop both runners share.
 
 A runner only supplies three primitives (submit, wait, cancel); the loop here decides what is
-ready, reuses committed tasks, retries tasks whose worker was lost, and emits progress events.
+ready, reuses committed tasks, retries tasks whose worker was lost (or that stopped beating, ran
+past task_timeout, or drew an injected fault), and emits progress events.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -20,6 +22,8 @@ from smallpond.errors import InputError, TaskError, UserFunctionError, as_user_e
 from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskGraph, TaskOutput, TaskSlice
 from smallpond.runners.execute import ExecSettings, corrupt_file, load_committed
+from smallpond.runners.faults import InjectedFault
+from smallpond.runners.liveness import AttemptWatch, DriverLease, new_attempt_id
 
 __all__ = ["Runner", "TaskEvent", "WorkerLost", "resolve_inputs", "resolve_parts",
            "needed_tasks"]
@@ -139,6 +143,8 @@ class Runner(abc.ABC):
     def __init__(self, config: Config):
         self.config = config
         self._verified: dict[str, tuple] = {}  # task key -> what was checked, per session
+        seed = config.extra.get("random_seed")  # injected faults repeat with the same seed
+        self._fault_seed = random.getrandbits(32) if seed is None else int(seed)
 
     @property
     def scratch_dir(self) -> str:
@@ -168,8 +174,10 @@ class Runner(abc.ABC):
         """Start a task; return a handle."""
 
     @abc.abstractmethod
-    def wait(self, handles: Iterable[Any]) -> list[tuple[Any, TaskOutput | BaseException]]:
-        """Block until at least one handle finished; return (handle, output or error) pairs."""
+    def wait(self, handles: Iterable[Any], timeout: float | None = None,
+             ) -> list[tuple[Any, TaskOutput | BaseException]]:
+        """Block until at least one handle finished, or `timeout` seconds passed (then the
+        list may be empty); return (handle, output or error) pairs."""
 
     @abc.abstractmethod
     def cancel(self, handles: Iterable[Any]) -> None:
@@ -184,6 +192,27 @@ class Runner(abc.ABC):
     def threads_for(self, running: int, waiting: int) -> int:
         """Threads for the next task, given the tasks running and the ones ready after it."""
         return self.threads_per_task()
+
+    starts_at_submit = True  # a submitted task starts at once (no queue in front of it)
+
+    def abandon(self, handle: Any, owner: tuple[str, int] | None) -> None:
+        """Give up on an attempt that stopped answering or ran too long: stop it for good.
+        `owner` is (host, pid) of the process that last beat for it, when known."""
+        self.cancel([handle])
+
+    @property
+    def _beat_interval(self) -> float:
+        """Seconds between heartbeats (and lease renewals): a sixth of the timeout."""
+        return min(5.0, max(0.1, self.config.heartbeat_timeout / 6))
+
+    def _settings(self, key: str, attempt: int, force: bool, threads: int) -> ExecSettings:
+        config = self.config
+        return ExecSettings(config.data_root, self.scratch_dir, config.memory_per_task,
+                            threads, force=force, attempt=new_attempt_id(key),
+                            attempt_number=attempt, heartbeat_interval=self._beat_interval,
+                            orphan_after=config.heartbeat_timeout,
+                            fault_prob=float(config.extra.get("fault_inject_prob") or 0),
+                            fault_seed=self._fault_seed, sys_path=tuple(sys.path))
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, graph: TaskGraph, force: frozenset[str] = frozenset(),
@@ -214,6 +243,8 @@ class Runner(abc.ABC):
         running: dict[Any, str] = {}
         attempts: dict[str, int] = {}
         unfinished = set(needed)
+        watch = AttemptWatch(self.scratch_dir, self.config.heartbeat_timeout,
+                             self.config.task_timeout, self.starts_at_submit)
         remade: dict[str, int] = {}  # consumer -> times an input of it had to be made again
 
         def remake(lost: str, consumer: str) -> None:
@@ -250,60 +281,79 @@ class Runner(abc.ABC):
             dependents[lost].append(consumer)
 
         try:
-            while unfinished:
-                while ready and len(running) < self.capacity():
-                    key = ready.pop(0)
-                    task = needed[key]
-                    attempts[key] = attempts.get(key, 0) + 1
-                    settings = ExecSettings(self.config.data_root, self.scratch_dir,
-                                            self.config.memory_per_task,
-                                            self.threads_for(len(running), len(ready)),
-                                            force=key in force or key in invalid,
-                                            sys_path=tuple(sys.path))
-                    handle = self.submit(task, resolve_inputs(task, outputs), settings)
-                    running[handle] = key
-                    emit(TaskEvent("submitted", task.stage, task.partition, key))
-                if not running:
-                    raise TaskError("scheduler stalled: tasks wait on inputs that never ran")
-                for handle, result in self.wait(list(running)):
-                    key = running.pop(handle)
-                    task = needed[key]
-                    if isinstance(result, WorkerLost):
-                        if attempts[key] > self.config.max_retries:
-                            raise TaskError(
-                                f"{task.describe()} ({task.summary()}) failed: its worker died "
-                                f"{attempts[key]} times; the last time: {result}",
-                                stage=task.stage, partition=task.partition)
-                        emit(TaskEvent("retried", task.stage, task.partition, key,
-                                       error=str(result)))
-                        ready.insert(0, key)
-                        continue
-                    lost = _lost_input(result, task, self.config.data_root)
-                    if lost is not None and remade.get(key, 0) < self.config.max_retries + 1:
-                        remade[key] = remade.get(key, 0) + 1
-                        emit(TaskEvent("retried", task.stage, task.partition, key,
-                                       error=f"its input from task {lost} is gone; making it "
-                                             "again"))
-                        remake(lost, key)
-                        continue
-                    if isinstance(result, BaseException):
-                        emit(TaskEvent("failed", task.stage, task.partition, key,
-                                       error=str(result).splitlines()[0] if str(result) else "",
-                                       logs=getattr(result, "output", "") or ""))
-                        if isinstance(result, UserFunctionError):
-                            raise as_user_exception(result)
-                        raise result
-                    outputs[key] = result
-                    self._verified[key] = _state(result)  # written by this session just now
-                    unfinished.discard(key)
-                    emit(TaskEvent.finished(task, result))
-                    for child in dependents[key]:
-                        waiting[child].discard(key)
-                        if child in unfinished and not waiting[child] and child not in ready \
-                                and child not in running.values():
-                            ready.append(child)
+            with DriverLease(self.scratch_dir, self._beat_interval):
+                while unfinished:
+                    while ready and len(running) < self.capacity():
+                        key = ready.pop(0)
+                        task = needed[key]
+                        attempts[key] = attempts.get(key, 0) + 1
+                        settings = self._settings(key, attempts[key],
+                                                  key in force or key in invalid,
+                                                  self.threads_for(len(running), len(ready)))
+                        handle = self.submit(task, resolve_inputs(task, outputs), settings)
+                        running[handle] = key
+                        watch.started(handle, settings.attempt)
+                        emit(TaskEvent("submitted", task.stage, task.partition, key))
+                    if not running:
+                        raise TaskError("scheduler stalled: tasks wait on inputs that never ran")
+                    for handle, result in self._next_results(running, needed, watch):
+                        key = running.pop(handle)
+                        task = needed[key]
+                        if isinstance(result, (WorkerLost, InjectedFault)):
+                            if attempts[key] > self.config.max_retries:
+                                raise _retries_exhausted(task, attempts[key], result)
+                            emit(TaskEvent("retried", task.stage, task.partition, key,
+                                           error=str(result)))
+                            ready.insert(0, key)
+                            continue
+                        lost = _lost_input(result, task, self.config.data_root)
+                        if lost is not None and remade.get(key, 0) < self.config.max_retries + 1:
+                            remade[key] = remade.get(key, 0) + 1
+                            emit(TaskEvent("retried", task.stage, task.partition, key,
+                                           error=f"its input from task {lost} is gone; making "
+                                                 "it again"))
+                            remake(lost, key)
+                            continue
+                        if isinstance(result, BaseException):
+                            first_line = str(result).splitlines()[0] if str(result) else ""
+                            emit(TaskEvent("failed", task.stage, task.partition, key,
+                                           error=first_line,
+                                           logs=getattr(result, "output", "") or ""))
+                            if isinstance(result, UserFunctionError):
+                                raise as_user_exception(result)
+                            raise result
+                        outputs[key] = result
+                        self._verified[key] = _state(result)  # written by this session now
+                        unfinished.discard(key)
+                        emit(TaskEvent.finished(task, result))
+                        for child in dependents[key]:
+                            waiting[child].discard(key)
+                            if child in unfinished and not waiting[child] \
+                                    and child not in ready and child not in running.values():
+                                ready.append(child)
         except BaseException:
             if running:
                 self.cancel(list(running))
             raise
         return outputs
+
+    def _next_results(self, running: dict[Any, str], needed: dict[str, Task],
+                      watch: AttemptWatch) -> list[tuple[Any, TaskOutput | BaseException]]:
+        """What finished within a poll interval, plus the attempts given up on as lost."""
+        results = self.wait(list(running), timeout=min(1.0, watch.interval))
+        done = {handle for handle, _ in results}
+        for handle in done:
+            watch.finished(handle)
+        for handle, why, owner in watch.expired():
+            if handle in running and handle not in done:
+                task = needed[running[handle]]
+                self.abandon(handle, owner)
+                results.append((handle, WorkerLost(f"{task.describe()} ({task.summary()}) "
+                                                   f"{why}")))
+        return results
+
+
+def _retries_exhausted(task: Task, attempts: int, last: BaseException) -> TaskError:
+    cause = "its worker died" if isinstance(last, WorkerLost) else "it failed"
+    return TaskError(f"{task.describe()} ({task.summary()}) failed: {cause} {attempts} times; "
+                     f"the last time: {last}", stage=task.stage, partition=task.partition)

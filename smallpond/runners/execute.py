@@ -35,6 +35,8 @@ from smallpond.kernels import get_kernel
 from smallpond.kernels.context import TaskContext
 from smallpond.planner.graph import OutputFile, Task, TaskOutput
 from smallpond.runners.capture import TaskCapture, attach_output
+from smallpond.runners.faults import InjectedFault, maybe_fail
+from smallpond.runners.liveness import HEARTBEATS, beating
 
 __all__ = [
     "ExecSettings",
@@ -59,7 +61,9 @@ class ExecSettings:
     """What a worker needs to know about the job: folders, budget, threads, forced rerun.
 
     Attempts stage and spill under `scratch_dir`, the session's own folder (several sessions
-    may share a data_root); committed outputs go to `data_root/tasks/<key>`.
+    may share a data_root); committed outputs go to `data_root/tasks/<key>`. An attempt with
+    an `attempt` id beats under `scratch_dir/heartbeats/` (liveness.py) and ends itself when
+    the driver's lease stops for `orphan_after` seconds; `fault_prob` injects failures.
     """
 
     data_root: str
@@ -68,6 +72,12 @@ class ExecSettings:
     threads: int
     force: bool = False
     sys_path: tuple[str, ...] = ()  # the driver's: user functions import what the driver can
+    attempt: str = ""
+    attempt_number: int = 1
+    heartbeat_interval: float = 5.0
+    orphan_after: float | None = None
+    fault_prob: float = 0.0
+    fault_seed: int = 0
 
     def final_dir(self, key: str) -> str:
         return os.path.join(self.data_root, "tasks", key)
@@ -143,7 +153,7 @@ def _attempt_folders(scratch_dir: str, key: str) -> list[str]:
             for path in glob.glob(os.path.join(scratch_dir, folder, f"{glob.escape(key)}.*"))]
 
 
-ATTEMPT_FOLDERS = ("staging", "spill")  # what execute_task makes per attempt: `<key>.<id>`
+ATTEMPT_FOLDERS = ("staging", "spill", HEARTBEATS)  # what an attempt makes: `<key>.<id>`
 
 
 def remove_attempt_leftovers(scratch_dir: str, key: str) -> None:
@@ -156,6 +166,18 @@ def remove_attempt_leftovers(scratch_dir: str, key: str) -> None:
 def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],
                  settings: ExecSettings) -> TaskOutput:
     """Run `task` on resolved inputs and commit its output atomically; idempotent."""
+    with beating(settings.scratch_dir, settings.attempt, settings.heartbeat_interval,
+                 settings.orphan_after):
+        return _execute(task, inputs, settings)
+
+
+def _inject(settings: ExecSettings, task: Task, point: str) -> None:
+    maybe_fail(settings.fault_prob, settings.fault_seed, task.key, settings.attempt_number,
+               point, task.describe())
+
+
+def _execute(task: Task, inputs: Sequence[Sequence[FileSlice]],
+             settings: ExecSettings) -> TaskOutput:
     replace = settings.force
     if not settings.force:  # (the driver already said why an entry is not reused)
         done = load_committed(settings.data_root, task.key, quiet=True)
@@ -172,10 +194,12 @@ def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],
                       threads=settings.threads, stage=task.stage, partition=task.partition)
     capture = TaskCapture()  # what the kernel prints and logs, its worker, times and peak memory
     try:
+        _inject(settings, task, "before")
         kernel = get_kernel(task.kernel)
         with capture:
             files = kernel(task.params, inputs, ctx)
         outputs = tuple(_committed_file(staging, f) for f in files)
+        _inject(settings, task, "after")
         output = TaskOutput(task.key, settings.final_dir(task.key), outputs,
                             time.perf_counter() - started, **capture.fields())
         write_json_atomic(os.path.join(staging, MANIFEST_NAME), output.to_json())
@@ -184,7 +208,7 @@ def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],
         return output
     except BaseException as error:
         remove_tree(staging)
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        if isinstance(error, (KeyboardInterrupt, SystemExit, InjectedFault)):
             raise
         raise attach_output(typed_error(error, task, inputs, ctx), capture.text) from None
     finally:

@@ -113,12 +113,13 @@ class LocalRunner(Runner):
         self._busy[handle] = worker
         return handle
 
-    def wait(self, handles: Iterable[int]) -> list[tuple[int, TaskOutput | BaseException]]:
+    def wait(self, handles: Iterable[int], timeout: float | None = None,
+             ) -> list[tuple[int, TaskOutput | BaseException]]:
         by_object = {}
         for handle in handles:
             worker = self._busy[handle]
             by_object[worker.conn] = handle
-        ready = wait(list(by_object))
+        ready = wait(list(by_object), timeout)
         results = []
         for handle in dict.fromkeys(by_object[obj] for obj in ready):
             worker = self._busy.pop(handle)

@@ -36,6 +36,8 @@ from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskOutput, TaskSlice
 from smallpond.runners.base import Runner, WorkerLost
 from smallpond.runners.execute import ExecSettings, execute_task, remove_attempt_leftovers
+from smallpond.runners.faults import InjectedFault
+from smallpond.runners.ray_connect import connect
 
 __all__ = ["RayRunner", "smallpond_task"]
 
@@ -67,7 +69,6 @@ SYSTEM_ERRORS: tuple[type[BaseException], ...] = tuple(
 _CLUSTER_TTL = 2.0  # seconds a view of the cluster's nodes and CPUs is reused
 _SUSPECT_TTL = 120.0  # seconds a node that lost a task is avoided while Ray still lists it
 _NODE_ID = re.compile(r"node ID: ([0-9a-f]{16,})", re.IGNORECASE)
-_CLIENT_ATTEMPTS = 3  # connections tried for a ray:// address
 _CANCEL_GRACE = 5.0  # seconds to let force-cancelled tasks die before cleaning their staging
 
 
@@ -101,21 +102,7 @@ class RayRunner(Runner):
     def _connect(self) -> None:
         if ray.is_initialized():
             return  # somebody else's Ray (a notebook, a test suite, a Ray job): never shut it
-        address = self.config.ray_address or None
-        kwargs: dict[str, Any] = {"log_to_driver": False}
-        num_cpus = self.config.extra.get("ray_num_cpus")
-        if address in (None, "local"):
-            kwargs["include_dashboard"] = False
-            if num_cpus:
-                kwargs["num_cpus"] = int(num_cpus)
-        try:
-            _init_ray(address, kwargs)
-        except ValueError:
-            if "num_cpus" not in kwargs:
-                raise
-            # `address=None` found a running cluster (RAY_ADDRESS): it has its own CPUs
-            kwargs.pop("num_cpus")
-            _init_ray(address, kwargs)
+        connect(self.config)
         self._owns_ray = True
 
     # -- cluster view -------------------------------------------------------------------------
@@ -136,12 +123,7 @@ class RayRunner(Runner):
                           if n in nodes and now - t < _SUSPECT_TTL}
         self._cpus = max(1, int(sum(r.get("CPU", 0) for n, r in nodes.items()
                                     if n not in self._suspects)))
-        # declare the task's memory, but never more than the smallest CPU node offers:
-        # a request no node can satisfy would leave the task pending forever
-        node_memory = [int(r.get("memory", 0)) for r in nodes.values()
-                       if r.get("CPU", 0) >= 1 and r.get("memory", 0) > 0]
-        wanted = int(self.config.memory_per_task or 0)
-        self._memory = min([wanted, *node_memory]) if wanted > 0 and node_memory else None
+        self._memory = task_memory(nodes.values(), self.config)
 
     def capacity(self) -> int:
         """All CPUs of the cluster: tasks are submitted as soon as their inputs committed."""
@@ -191,16 +173,18 @@ class RayRunner(Runner):
 
     def submit(self, task: Task, inputs: list[list[FileSlice]], settings: ExecSettings) -> Any:
         options = self._options(task)
-        if options.get("memory") and options["memory"] < settings.memory_limit:
-            # DuckDB's budget never exceeds what Ray reserved for the task
+        if options.get("memory"):  # DuckDB's budget is what Ray reserved for the task
             settings = dataclasses.replace(settings, memory_limit=options["memory"])
         ref = smallpond_task.options(**options).remote(task, inputs, settings)
         self._running[ref] = task
         return ref
 
-    def wait(self, handles: Iterable[Any]) -> list[tuple[Any, TaskOutput | BaseException]]:
+    starts_at_submit = False  # a Ray task may wait for resources before it starts
+
+    def wait(self, handles: Iterable[Any], timeout: float | None = None,
+             ) -> list[tuple[Any, TaskOutput | BaseException]]:
         refs = list(handles)
-        ready, rest = ray.wait(refs, num_returns=1, timeout=None, fetch_local=True)
+        ready, rest = ray.wait(refs, num_returns=1, timeout=timeout, fetch_local=True)
         if rest:
             more, _ = ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=True)
             ready = [*ready, *more]
@@ -269,25 +253,22 @@ class RayRunner(Runner):
         return {key: node for key, (node, _) in self._where.items()}
 
 
-def _init_ray(address: str | None, kwargs: dict[str, Any]) -> None:
-    """ray.init, with retries for a Ray Client address: the client server starts a server
-    process per connection, and that start sometimes fails (seen in our multi-node tests:
-    "Starting Ray client server failed") where a second try succeeds."""
-    attempts = _CLIENT_ATTEMPTS if (address or "").startswith("ray://") else 1
-    for attempt in range(1, attempts + 1):
-        try:
-            ray.init(address=address, **kwargs)
-            return
-        except ConnectionError as error:
-            if attempt == attempts:
-                raise
-            logger.warning("connecting to %s failed (%s); trying again", address,
-                           _first_line(error))
-            try:
-                ray.shutdown()
-            except Exception:  # nothing was connected
-                pass
-            time.sleep(attempt)
+def task_memory(nodes: Iterable[dict], config: Config) -> int | None:
+    """Bytes of Ray's `memory` resource each task declares (None: declare none).
+
+    A default budget comes from the nodes that run the tasks, not from the driver's machine:
+    the smallest share of a CPU node's memory per CPU, so memory never caps concurrency below
+    the CPUs. An explicit memory_per_task is declared as given, but never more than the
+    smallest CPU node offers: a request no node can satisfy would leave the task pending
+    forever.
+    """
+    cpu_nodes = [r for r in nodes if r.get("CPU", 0) >= 1 and r.get("memory", 0) > 0]
+    if not cpu_nodes:
+        return None
+    if config.memory_is_default:
+        return max(1, min(int(r["memory"] // max(1, int(r["CPU"]))) for r in cpu_nodes))
+    wanted = int(config.memory_per_task or 0)
+    return min(wanted, *(int(r["memory"]) for r in cpu_nodes)) if wanted > 0 else None
 
 
 def _soft_affinity(node: str) -> NodeAffinitySchedulingStrategy:
@@ -300,7 +281,7 @@ def _soft_affinity(node: str) -> NodeAffinitySchedulingStrategy:
 def _unwrap(error: ray_errors.RayTaskError, task: Task | None) -> BaseException:
     """The task's own exception as raised in the worker (the same type as on `local`)."""
     cause = getattr(error, "cause", None)
-    if isinstance(cause, SmallpondError):
+    if isinstance(cause, (SmallpondError, InjectedFault)):
         return cause
     if isinstance(cause, SYSTEM_ERRORS):
         return WorkerLost(f"{task.describe() if task else 'a task'} lost on Ray: "
