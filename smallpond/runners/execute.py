@@ -5,6 +5,7 @@ This is the only code a worker runs; both runners call `execute_task`.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -160,7 +161,11 @@ def remove_attempt_leftovers(scratch_dir: str, key: str) -> None:
     """Remove the staging and spill folders of a task's attempts whose process died before
     cleaning up (never a committed output: those live under data_root/tasks/)."""
     for leftover in _attempt_folders(scratch_dir, key):
-        remove_tree(leftover)
+        if os.path.isdir(leftover):
+            remove_tree(leftover)
+        else:  # a heartbeat file
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
 
 
 def execute_task(task: Task, inputs: Sequence[Sequence[FileSlice]],

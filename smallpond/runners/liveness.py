@@ -128,6 +128,7 @@ def beating(scratch_dir: str, attempt: str, interval: float,
         yield
     finally:
         thread.stop.set()
+        thread.join(5.0)  # not mid-write: a beat after the removal would leave a file behind
         with contextlib.suppress(OSError):
             os.remove(thread.path)
 
