@@ -323,9 +323,12 @@ def _check_append_schema(path: str, staged: str) -> None:
 
 
 # -- publishing ----------------------------------------------------------------------------------
-def _write_manifest(path: str, files: list[dict], job_id: str | None) -> None:
-    write_json_atomic(os.path.join(path, SUCCESS), {
+def _write_manifest(path: str, files: list[dict], job_id: str | None, staging: str) -> None:
+    # written in the staging folder and renamed: no temporary file ever shows in the output
+    written = os.path.join(staging, SUCCESS)
+    write_json_atomic(written, {
         "format": MANIFEST_FORMAT, "job_id": job_id, "written": time.time(), "files": files})
+    os.replace(written, os.path.join(path, SUCCESS))
 
 
 def _verify(path: str, sizes: dict[str, int]) -> None:
@@ -373,7 +376,7 @@ def _publish(path: str, staging: str, mode: str, sizes: dict[str, int],
         if mode == "append" and not created and previous:
             kept = [f for f in previous.get("files", []) if isinstance(f, dict)
                     and f.get("name") in _ours(path) and f.get("name") not in sizes]
-        _write_manifest(path, kept + _listing(sizes), job_id)
+        _write_manifest(path, kept + _listing(sizes), job_id, staging)
         journal["state"] = "published"
         write_json_atomic(journal_path, journal)
     except BaseException:
