@@ -50,6 +50,7 @@ def check_same_schema(paths: Sequence[str], union_by_name: bool = False) -> pa.S
     fields: dict[str, pa.DataType] = {}
     for path in paths:
         schema = read_schema(path)
+        _check_unique_names(schema, path)
         if first is None:
             first, first_path = schema, path
             fields = {f.name: f.type for f in schema}
@@ -91,6 +92,17 @@ def _nullable(type_: pa.DataType) -> pa.DataType:
 def _same_types(a: pa.Schema, b: pa.Schema) -> bool:
     return a.names == b.names and all(
         _nullable(x.type) == _nullable(y.type) for x, y in zip(a, b))
+
+
+def _check_unique_names(schema: pa.Schema, path: str) -> None:
+    """DuckDB renames a repeated column name (a, a_1) and reads on: a query asking for `a`
+    gets one of them silently. Such a file is refused, naming the column."""
+    seen: set[str] = set()
+    for name in schema.names:
+        if name in seen:
+            raise SchemaMismatchError(f"{path!r} has more than one column named {name!r}",
+                                      path=path)
+        seen.add(name)
 
 
 def _describe(schema: pa.Schema) -> str:

@@ -123,7 +123,7 @@ def _relation(con, slices: Sequence[FileSlice], options: dict[str, Any], name: s
     columns = options.get("columns")
     union = bool(options.get("union_by_name"))
     if slices and all(s.is_whole for s in slices):
-        if options.get("check_schema", True) and len(paths) > 1:
+        if options.get("check_schema", True):  # (footers are cheap: one file too)
             check_same_schema(paths, union_by_name=union)
         try:
             relation = con.read_parquet([duckdb_path(p) for p in paths], union_by_name=union)
