@@ -170,9 +170,16 @@ def runner_options(function):
               show_default=True,
               help="records: raw records between tasks; dataframe: generic DataFrame "
                    "operations (Parquet intermediates, DuckDB sort)")
+@click.option("--memory-per-task", default=None,
+              help="memory budget of one task, e.g. 256MB (default: from the free memory of "
+                   "the machine, or of its container's cgroup when lower); partition counts "
+                   "follow it")
+@click.option("--num-executors", type=int, default=None,
+              help="worker processes (default: the cores, fewer if memory is short)")
 @runner_options
-def graysort_command(records, input_path, output, overwrite, no_validate, engine, runner,
-                     ray_address, data_root, partitions) -> None:
+def graysort_command(records, input_path, output, overwrite, no_validate, engine,
+                     memory_per_task, num_executors, runner, ray_address, data_root,
+                     partitions) -> None:
     """Sort gensort records with sampled range partitioning, then validate like valsort."""
     from smallpond.graysort.job import run
 
@@ -180,7 +187,8 @@ def graysort_command(records, input_path, output, overwrite, no_validate, engine
         raise click.UsageError("give exactly one of --records and --input")
     result = run(output, records=records, input=input_path, partitions=partitions,
                  validate=not no_validate, engine=engine, overwrite=overwrite, runner=runner,
-                 ray_address=ray_address, data_root=data_root)
+                 ray_address=ray_address, data_root=data_root, memory_per_task=memory_per_task,
+                 num_executors=num_executors)
     for line in result.lines():
         click.echo(line)
     if not no_validate and not result.valid:

@@ -125,7 +125,9 @@ def _partitions(value) -> int | None:
     return check_partitions(value)
 
 
-WORKER_OVERHEAD = 96 << 20  # what an idle worker holds (interpreter, DuckDB, Arrow): ~60-80 MiB
+# what a worker holds besides its task's budget: interpreter, DuckDB, Arrow (~60-80 MiB),
+# numba's compiler where a job checksums records (~50 MiB more), buffers kept warm between tasks
+WORKER_OVERHEAD = 192 << 20
 MEMORY_FRACTION = 0.7  # of what is available, the rest for the driver, page cache and slack
 
 

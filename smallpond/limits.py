@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["CgroupMemory", "cgroup_memory", "available_memory", "oom_kills"]
+__all__ = ["CgroupMemory", "cgroup_memory", "memory_cgroup_folders", "available_memory",
+           "oom_kills", "OomWatch"]
 
 _UNLIMITED = 1 << 60  # v1 reports "no limit" as a huge number (PAGE_COUNTER_MAX pages)
 
@@ -126,19 +127,28 @@ def _lowest(folder: str, mount_point: str, name: str) -> int | None:
     return min(limits) if limits else None
 
 
-def cgroup_memory(proc: str = "/proc") -> CgroupMemory | None:
-    """The memory limit of this process's cgroup (v1 or v2), or None when it has none."""
+def memory_cgroup_folders(proc: str = "/proc") -> list[tuple[str, str, int]]:
+    """(folder, its mount point, version) of this process's cgroup in each mounted hierarchy
+    with a memory controller (v1 `memory`, or the v2 unified hierarchy)."""
     v1_path, v2_path = _own_cgroups(proc)
     found = []
     for mount_root, mount_point, fstype, options in _mounts(proc):
         if fstype == "cgroup" and v1_path is not None and "memory" in options.split(","):
-            folder = _folder(mount_root, mount_point, v1_path)
-            memory = _v1(folder, mount_point) if folder else None
+            folder, version = _folder(mount_root, mount_point, v1_path), 1
         elif fstype == "cgroup2" and v2_path is not None:
-            folder = _folder(mount_root, mount_point, v2_path)
-            memory = _v2(folder, mount_point) if folder else None
+            folder, version = _folder(mount_root, mount_point, v2_path), 2
         else:
             continue
+        if folder:
+            found.append((folder, mount_point, version))
+    return found
+
+
+def cgroup_memory(proc: str = "/proc") -> CgroupMemory | None:
+    """The memory limit of this process's cgroup (v1 or v2), or None when it has none."""
+    found = []
+    for folder, mount_point, version in memory_cgroup_folders(proc):
+        memory = (_v1 if version == 1 else _v2)(folder, mount_point)
         if memory is not None:
             found.append(memory)
     return min(found, key=lambda m: m.limit) if found else None
@@ -164,15 +174,30 @@ def available_memory() -> tuple[int, str]:
 
 
 def oom_kills(proc: str = "/proc") -> int | None:
-    """How many processes the kernel's OOM killer has killed in this process's cgroup
-    (None when the kernel does not say): a worker killed by SIGKILL while this count rose
-    was killed for memory."""
+    """How many processes the kernel's OOM killer has ended: in this process's cgroup when
+    it has a memory limit, else on the machine (None when the kernel does not say)."""
     cgroup = cgroup_memory(proc)
-    if cgroup is None:
-        return None
-    name = "memory.oom_control" if cgroup.version == 1 else "memory.events"
-    for line in (_read(os.path.join(cgroup.path, name)) or "").splitlines():
+    if cgroup is not None:
+        name = "memory.oom_control" if cgroup.version == 1 else "memory.events"
+        source = os.path.join(cgroup.path, name)
+    else:
+        source = os.path.join(proc, "vmstat")
+    for line in (_read(source) or "").splitlines():
         key, _, value = line.partition(" ")
         if key == "oom_kill":
             return int(value)
     return None
+
+
+class OomWatch:
+    """Tells whether the OOM killer struck since the last look: a worker that died by
+    SIGKILL meanwhile was most likely killed for memory."""
+
+    def __init__(self):
+        self._seen = oom_kills()
+
+    def struck(self) -> bool:
+        now = oom_kills()
+        struck = now is not None and self._seen is not None and now > self._seen
+        self._seen = now
+        return struck

@@ -52,15 +52,21 @@ def _dest_dtype(n: int):
     return np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else np.int64
 
 
-def _chunks(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
-    """Batches gathered into chunks of about CHUNK_ROWS rows (or CHUNK_BYTES)."""
+def chunk_bytes(memory_limit: int) -> int:
+    """Bytes per chunk: a chunk is held twice (as read, and reordered by destination) next to
+    the writer's buffers, so a sixth of the task's budget, at most CHUNK_BYTES."""
+    return max(4 << 20, min(CHUNK_BYTES, memory_limit // 6))
+
+
+def _chunks(reader: pa.RecordBatchReader, max_bytes: int = CHUNK_BYTES) -> Iterator[pa.Table]:
+    """Batches gathered into chunks of about CHUNK_ROWS rows (or `max_bytes`)."""
     limit = _chunk_rows()
     pending, rows, size = [], 0, 0
     for batch in reader:
         pending.append(batch)
         rows += batch.num_rows
         size += batch.nbytes
-        if rows >= limit or size >= CHUNK_BYTES:
+        if rows >= limit or size >= max_bytes:
             yield pa.Table.from_batches(pending, schema=reader.schema)
             pending, rows, size = [], 0, 0
     if pending:
@@ -157,7 +163,7 @@ def run_shuffle(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
         rng = np.random.default_rng(int(params.get("seed", 0)) + ctx.partition)
         with pq.ParquetWriter(path, schema, **WRITER_OPTIONS) as writer:
             try:
-                for chunk in _chunks(reader):
+                for chunk in _chunks(reader, chunk_bytes(ctx.memory_limit)):
                     if expression:
                         column = chunk.column(DEST_COLUMN)
                         valid = None if column.null_count == 0 else \

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smallpond.config import Config
-from smallpond.errors import InputError, TaskError, UserFunctionError, as_user_exception
+from smallpond.errors import (
+    InputError,
+    OutOfMemoryError,
+    SmallpondError,
+    TaskError,
+    UserFunctionError,
+    as_user_exception,
+)
 from smallpond.io.files import FileSlice
 from smallpond.planner.graph import Task, TaskGraph, TaskOutput, TaskSlice
 from smallpond.runners.execute import ExecSettings, corrupt_file, load_committed
@@ -64,7 +71,14 @@ class TaskEvent:
 
 
 class WorkerLost(Exception):
-    """The process or node running a task died; the task may run again elsewhere."""
+    """The process or node running a task died; the task may run again elsewhere.
+
+    `oom`: it was most likely killed for memory (the kernel's OOM killer, Ray's monitor).
+    """
+
+    def __init__(self, message: str = "", oom: bool = False):
+        super().__init__(message)
+        self.oom = oom
 
 
 EventCallback = Callable[[TaskEvent], None]
@@ -353,7 +367,11 @@ class Runner(abc.ABC):
         return results
 
 
-def _retries_exhausted(task: Task, attempts: int, last: BaseException) -> TaskError:
+def _retries_exhausted(task: Task, attempts: int, last: BaseException) -> SmallpondError:
     cause = "its worker died" if isinstance(last, WorkerLost) else "it failed"
-    return TaskError(f"{task.describe()} ({task.summary()}) failed: {cause} {attempts} times; "
-                     f"the last time: {last}", stage=task.stage, partition=task.partition)
+    message = (f"{task.describe()} ({task.summary()}) failed: {cause} {attempts} times; the "
+               f"last time: {last}")
+    if getattr(last, "oom", False):
+        return OutOfMemoryError(f"{message}. Give tasks more memory (memory_per_task=...), use "
+                                "more partitions, or fewer workers per machine.")
+    return TaskError(message, stage=task.stage, partition=task.partition)

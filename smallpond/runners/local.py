@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection, wait
 
 from smallpond.config import Config
 from smallpond.io.files import FileSlice
+from smallpond.limits import OomWatch
 from smallpond.planner.graph import Task, TaskOutput
 from smallpond.runners.base import Runner, WorkerLost
 from smallpond.runners.execute import ExecSettings, remove_attempt_leftovers
@@ -79,6 +80,7 @@ class LocalRunner(Runner):
         self._idle: list[_Worker] = []
         self._busy: dict[int, _Worker] = {}
         self._handles = itertools.count()
+        self._oom = OomWatch()
         self._start_workers()
 
     def _start_workers(self) -> None:
@@ -145,7 +147,11 @@ class LocalRunner(Runner):
             code = None
         task = worker.task
         what = f"{task.describe()} ({task.summary()})" if task else "a task"
-        return WorkerLost(f"worker pid {worker.process.pid} running {what} {exit_reason(code)}")
+        reason = exit_reason(code)
+        oom = code == -signal.SIGKILL and self._oom.struck()
+        if oom:
+            reason += " (the kernel's OOM killer: out of memory)"
+        return WorkerLost(f"worker pid {worker.process.pid} running {what} {reason}", oom=oom)
 
     def _discard(self, worker: _Worker) -> None:
         task = worker.task

@@ -201,7 +201,8 @@ class RayRunner(Runner):
             self._clean_leftovers(task)
             if isinstance(error, ray_errors.NodeDiedError):
                 self._suspect(error)
-            return WorkerLost(f"{what} lost on Ray: {type(error).__name__}: {_first_line(error)}")
+            return WorkerLost(f"{what} lost on Ray: {type(error).__name__}: {_first_line(error)}",
+                              oom=type(error).__name__ == "OutOfMemoryError")
         except ray_errors.RayError as error:  # any other failure of Ray itself
             self._clean_leftovers(task)
             return WorkerLost(f"{what} lost on Ray: {type(error).__name__}: {_first_line(error)}")
