@@ -147,26 +147,21 @@ def default_memory(executors: int | None) -> tuple[int, int, str]:
     return executors, max(MIN_TASK_MEMORY, int(usable * MEMORY_FRACTION) // executors), source
 
 
-def _probability(value, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= number <= 1.0:
-        raise ConfigError(f"{name} must be in [0, 1], got {number}")
-    return number
-
-
-def _seconds(value, name: str) -> float | None:
+def _float(value, name: str, what: str, valid) -> float | None:
+    """A number from an argument or environment variable, checked by `valid`."""
     if value is None or value == "":
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be positive, got {number}")
+        raise ConfigError(f"{name} must be {what}, got {value!r}") from None
+    if not valid(number):
+        raise ConfigError(f"{name} must be {what}, got {number}")
     return number
+
+
+def _seconds(value, name: str) -> float | None:
+    return _float(value, name, "a positive number of seconds", lambda x: x > 0)
 
 
 def resolve_config(
@@ -211,7 +206,8 @@ def resolve_config(
         raise ConfigError(f"memory_per_task must be at least {MIN_TASK_MEMORY >> 20} MiB, got "
                           f"{memory} bytes")
     if extra.get("fault_inject_prob") is not None:
-        extra["fault_inject_prob"] = _probability(extra["fault_inject_prob"], "fault_inject_prob")
+        extra["fault_inject_prob"] = _float(extra["fault_inject_prob"], "fault_inject_prob",
+                                            "a number in [0, 1]", lambda x: 0 <= x <= 1)
     verify = verify or _env("VERIFY") or "checksum"
     if verify not in VERIFY_LEVELS:
         raise ConfigError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")

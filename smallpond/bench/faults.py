@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
-__all__ = ["KillAtFraction", "OutputWatcher", "busy_worker_pids", "ray_task_pids"]
+__all__ = ["KillAtFraction", "OutputWatcher", "busy_worker_pids", "ray_task_pids",
+           "slow_once"]
 
 RAY_TASK_TITLE = "ray::smallpond_task"
 
@@ -47,6 +48,25 @@ def busy_worker_pids(session, ray_root: int | None = None) -> list[int]:
     if runner.name == "local":
         return sorted(w.process.pid for w in list(runner._busy.values()))
     return sorted(ray_task_pids(ray_root))
+
+
+def slow_once(marker: str, seconds: float, pause: float = 0.0):
+    """A map_batches function: the first call anywhere records its process id in `marker`
+    and sleeps `seconds` (a task to stop, or one that never returns); every call then sleeps
+    `pause`. A rerun finds the marker and goes on."""
+
+    def slow_once(table):
+        import os
+        import time
+
+        if not os.path.exists(marker):
+            with open(marker, "w") as handle:
+                handle.write(str(os.getpid()))
+            time.sleep(seconds)
+        time.sleep(pause)
+        return table
+
+    return slow_once
 
 
 @dataclass

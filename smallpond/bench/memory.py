@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-__all__ = ["make_dataset", "Sampler", "run_job", "JOBS"]
+__all__ = ["make_dataset", "Sampler", "run_job", "run_in_group", "JOBS"]
 
 JOBS = ("agg", "sort", "graysort")
 ROWS_PER_GIB = 21_000_000  # rows of (id BIGINT, k BIGINT, s md5 VARCHAR): ~51 Arrow bytes each
@@ -138,6 +138,23 @@ def run_job(job: str, data: str, output: str, partitions: int | None = None,
         worker_peak_rss=sorted(sampler.hwm.values(), reverse=True),
         worker_peak_private=sorted(sampler.anon.values(), reverse=True),
         spill_peak=sampler.spill)
+    return figures
+
+
+def run_in_group(group, job: str, source: str, output: str, partitions: int | None = None,
+                 **options) -> dict:
+    """Run one job as a fresh process inside a MemoryCgroup: its figures, plus the group's
+    peak memory and OOM kills."""
+    args = [sys.executable, "-m", "smallpond.bench.memory", job, source, output,
+            "--options", json.dumps(options)]
+    if partitions:
+        args += ["--partitions", str(partitions)]
+    done = group.run(args, timeout=3600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    figures = json.loads(lines[-1]) if lines else {
+        "job": job, "error": f"exit {done.returncode}: {done.stderr[-500:]}"}
+    stats = group.stats()
+    figures.update(cgroup_peak=stats.peak, oom_kills=stats.oom_kills)
     return figures
 
 

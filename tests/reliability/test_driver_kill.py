@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import duckdb
@@ -21,30 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-DRIVER = textwrap.dedent('''
-    import json, sys, time
-    import smallpond
-
-    args = json.loads(sys.argv[1])
-    options = {"runner": args["runner"], "job_id": "r4-job"}
-    if args["runner"] == "ray":
-        options["ray_num_cpus"] = 2
-    else:
-        options["num_executors"] = 2
-    sp = smallpond.init(data_root=args["data_root"], **options)
-
-    def slow_copy(table, pause=args["sleep"]):  # (not `args`: its paths change per run)
-        import time
-        time.sleep(pause)
-        return table
-
-    df = sp.read_parquet(args["input"]).repartition(args["mappers"], by_rows=True)
-    df = df.map_batches(slow_copy).repartition(4, hash_by="k")
-    sp.partial_sql(args["query"], df).write_parquet(args["output"])
-    events = [(e.kind, e.key) for e in sp.events]
-    sp.shutdown()
-    json.dump(events, open(args["report"], "w"))
-''')
+from smallpond.bench.reliability import DRIVER_KILL_SCRIPT, committed_tasks
 
 QUERY = "SELECT k, count(*) AS c, sum(v) AS s FROM {0} GROUP BY k"
 
@@ -68,21 +44,13 @@ def _result(path: str) -> list[tuple]:
     return sorted(zip(*(table[c].to_pylist() for c in table.column_names)))
 
 
-def _committed(data_root: str) -> set[str]:
-    try:
-        return {n for n in os.listdir(os.path.join(data_root, "tasks"))
-                if not n.startswith(".") and ".old." not in n}
-    except FileNotFoundError:
-        return set()
-
-
 class Job:
     def __init__(self, tmp_path, runner: str, data_root: str, input: str, query: str = QUERY):
         self.tmp_path, self.runner = tmp_path, runner
         self.args = {"runner": runner, "data_root": data_root, "input": input, "query": query,
                      "mappers": 12, "sleep": 0.4}
         self.script = tmp_path / "driver.py"
-        self.script.write_text(DRIVER)
+        self.script.write_text(DRIVER_KILL_SCRIPT)
         self.count = 0
 
     def start(self, output: str) -> subprocess.Popen:
@@ -102,7 +70,7 @@ class Job:
         code = process.wait(timeout=600)
         self.log.close()
         assert code == 0, open(self.log.name).read()[-3000:]
-        return [tuple(e) for e in json.load(open(self.report))]
+        return [tuple(e) for e in json.load(open(self.report))["events"]]
 
 
 def _kinds(events) -> dict[str, set[str]]:
@@ -127,7 +95,7 @@ def test_a_killed_driver_resumes_from_its_committed_tasks(tmp_path, runner):
     process = job.start(output)
     try:
         deadline = time.monotonic() + 300
-        while len(_committed(root)) < total / 2 and process.poll() is None:
+        while len(committed_tasks(root)) < total / 2 and process.poll() is None:
             assert time.monotonic() < deadline, "the job never got half way"
             time.sleep(0.02)
         assert process.poll() is None, "the job ended before it could be killed"
@@ -141,7 +109,7 @@ def test_a_killed_driver_resumes_from_its_committed_tasks(tmp_path, runner):
     workers = [p for p in alive if "smallpond.runners.worker" in " ".join(p.cmdline())
                or p.name().startswith("ray::smallpond_task")]
     assert not workers, "workers outlived their driver"
-    committed = _committed(root)
+    committed = committed_tasks(root)
     assert 0 < len(committed) < total
     assert not os.path.exists(output)  # killed before it published anything
 

@@ -18,6 +18,7 @@ import time
 import psutil
 import pytest
 
+from smallpond.bench.faults import slow_once
 from smallpond.errors import TaskError
 from smallpond.runners.liveness import AttemptWatch, DriverLease, beating
 
@@ -26,20 +27,6 @@ from .helpers import leftovers
 
 def _first_run_marker(tmp_path) -> str:
     return str(tmp_path / "first-attempt-pid")
-
-
-def _slow_once(marker: str, seconds: float):
-    def slow_once(table):
-        import os
-        import time
-
-        if not os.path.exists(marker):
-            with open(marker, "w") as handle:
-                handle.write(str(os.getpid()))
-            time.sleep(seconds)
-        return table
-
-    return slow_once
 
 
 def _wait_for_pid(marker: str, timeout: float = 120) -> int:
@@ -73,7 +60,7 @@ def test_a_stopped_worker_is_detected_and_its_task_rescheduled(session, tmp_path
     sp = session(heartbeat_timeout=3)
     marker = _first_run_marker(tmp_path)
     df = sp.from_items(list(range(40))).repartition(4, by_rows=True)
-    df = df.map_batches(_slow_once(marker, 300))
+    df = df.map_batches(slow_once(marker, 300))
     stopped = {}
 
     def stop_it():
@@ -105,7 +92,7 @@ def test_a_task_that_never_returns_is_stopped_by_the_task_timeout(session, tmp_p
     marker = _first_run_marker(tmp_path)
     df = sp.from_items(list(range(20))).repartition(2, by_rows=True)
     mark = len(sp.events)
-    assert sorted(df.map_batches(_slow_once(marker, 3600)).to_arrow()["item"].to_pylist()) == \
+    assert sorted(df.map_batches(slow_once(marker, 3600)).to_arrow()["item"].to_pylist()) == \
         list(range(20))
     retried = [e for e in sp.events[mark:] if e.kind == "retried"]
     assert len(retried) == 1 and "ran longer than task_timeout=3 s" in retried[0].error

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from smallpond.bench.cgroups import CgroupUnavailable, MemoryCgroup
-from smallpond.bench.memory import make_dataset
+from smallpond.bench.memory import make_dataset, run_in_group
+from smallpond.bench.reliability import MEMORY_HOG_SCRIPT
 from smallpond.graysort.gensort import write_gensort_file
 from smallpond.limits import cgroup_memory
 
@@ -115,29 +116,11 @@ def test_the_default_budget_comes_from_the_cgroup(capped):
     assert outside["source"] == "machine" or outside["budget"] > figures["budget"]
 
 
-HOG = textwrap.dedent('''
-    import sys, time, smallpond
-    sp = smallpond.init(data_root=sys.argv[1], num_executors=1, max_retries=1)
-
-    def hog(table):
-        block = bytearray(400 << 20)
-        for i in range(0, len(block), 4096):
-            block[i] = 1
-        return table
-
-    started = time.monotonic()
-    try:
-        sp.from_items([1, 2, 3]).map_batches(hog).count()
-    except smallpond.errors.OutOfMemoryError as error:
-        print("OutOfMemoryError", round(time.monotonic() - started), error)
-    sp.shutdown()
-''')
-
-
 @pytest.mark.reliability_quick
 def test_a_task_killed_for_memory_is_an_out_of_memory_error(capped, tmp_path):
     group = capped(300 << 20)
-    done = group.run([sys.executable, "-c", HOG, str(tmp_path / "data")], timeout=300)
+    done = group.run([sys.executable, "-c", MEMORY_HOG_SCRIPT, str(tmp_path / "data"), "1"],
+                     timeout=300)
     assert "OutOfMemoryError" in done.stdout, done.stdout + done.stderr[-3000:]
     assert "OOM killer" in done.stdout and "hog" in done.stdout and "2 times" in done.stdout
     assert group.stats().oom_kills == 2
@@ -151,16 +134,8 @@ def big_data(tmp_path_factory):
 
 def _job(group, job: str, data: str, output: str, partitions: int | None, data_root: str,
          **options) -> dict:
-    options["data_root"] = data_root
-    args = [sys.executable, "-m", "smallpond.bench.memory", job, data, output,
-            "--options", json.dumps(options)]
-    if partitions:
-        args += ["--partitions", str(partitions)]
-    done = group.run(args, timeout=1500)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert lines, done.stdout + done.stderr[-3000:]
-    figures = json.loads(lines[-1])
-    figures.update(group=group.stats().__dict__)
+    figures = run_in_group(group, job, data, output, partitions, data_root=data_root,
+                           **options)
     print(f"R8 {job}: {figures}")
     return figures
 
@@ -170,15 +145,16 @@ def test_aggregate_and_sort_of_4x_the_cap(capped, big_data, tmp_path, job):
     group = capped()
     output = str(tmp_path / "out")
     figures = _job(group, job, big_data, output, 32, str(tmp_path / "root"))
-    assert figures["error"] is None and figures["group"]["oom_kills"] == 0, figures
+    assert figures["error"] is None and figures["oom_kills"] == 0, figures
     assert figures["budget_source"] == "cgroup" and not figures["retried"]
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     if job == "agg":
-        got = con.execute(f"SELECT count(*), sum(c), sum(total) FROM '{output}/*.parquet'")
+        got = con.execute(f"SELECT count(*), sum(c), sum(total) FROM '{output}/*.parquet'")\
+            .fetchall()
         want = con.execute(f"SELECT count(DISTINCT k), count(*), sum(id) "
-                           f"FROM '{big_data}/*.parquet'")
-        assert got.fetchall() == want.fetchall()
+                           f"FROM '{big_data}/*.parquet'").fetchall()
+        assert got == want
     else:
         files = sorted(os.path.join(output, n) for n in os.listdir(output) if n.endswith("t"))
         previous, rows = None, 0
@@ -197,7 +173,7 @@ def test_graysort_of_4x_the_cap(capped, tmp_path):
     figures = _job(group, "graysort", path, str(tmp_path / "sorted"), None,
                    str(tmp_path / "root"))
     assert figures["error"] is None and figures["valid"], figures
-    assert figures["group"]["oom_kills"] == 0, figures
+    assert figures["oom_kills"] == 0, figures
 
 
 def test_a_forced_single_partition_fails_with_out_of_memory(capped, big_data, tmp_path):
