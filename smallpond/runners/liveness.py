@@ -47,7 +47,7 @@ def new_attempt_id(key: str) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     with open(temporary, "w") as handle:
         handle.write(text)
     os.replace(temporary, path)
