@@ -177,9 +177,10 @@ class _Attempt:
 class AttemptWatch:
     """Running attempts that stopped beating or ran too long.
 
-    `starts_at_submit`: the runner starts a task the moment it is submitted (an idle local
-    worker), so an attempt that never beats at all is stopped too; on Ray a task may wait for
-    resources first, and is judged only once its first heartbeat appeared.
+    Timeouts count from an attempt's first heartbeat (the task runs). `starts_at_submit`: the
+    runner starts a task the moment it is submitted (an idle local worker), so an attempt
+    that never beats at all (its worker stopped while idle) is given up after
+    `first_beat_timeout`; on Ray a task may wait for resources first, for any time.
     """
 
     def __init__(self, scratch_dir: str, heartbeat_timeout: float, task_timeout: float | None,
@@ -192,6 +193,8 @@ class AttemptWatch:
         self._staleness = Staleness(now)
         self._attempts: dict[Any, _Attempt] = {}
         self._checked = float("-inf")
+        # a fresh worker may take a while before its first beat (imports on a loaded machine)
+        self.first_beat_timeout = max(heartbeat_timeout, 60.0)
 
     @property
     def interval(self) -> float:
@@ -200,8 +203,7 @@ class AttemptWatch:
         return max(0.05, min([5.0, *(t / 4 for t in timeouts)]))
 
     def started(self, handle: Any, attempt: str) -> None:
-        now = self._now()
-        self._attempts[handle] = _Attempt(attempt, now, now if self.starts_at_submit else None)
+        self._attempts[handle] = _Attempt(attempt, self._now(), None)
 
     def finished(self, handle: Any) -> None:
         attempt = self._attempts.pop(handle, None)
@@ -226,11 +228,13 @@ class AttemptWatch:
 
     def _why(self, attempt: _Attempt, content: str | None, age: float, now: float) -> str | None:
         if content is not None and attempt.started is None:
-            attempt.started = now
+            attempt.started = now  # the first beat: the task runs (timeouts count from here)
         if attempt.started is None:
-            return None  # still waiting for resources
-        if content is None:
-            age = now - attempt.submitted  # never beat although it should have started
+            waited = now - attempt.submitted
+            if self.starts_at_submit and waited >= self.first_beat_timeout:
+                return (f"never started: no heartbeat {waited:.0f} s after it was sent to its "
+                        "worker")
+            return None  # a worker still starting, or a task waiting for resources
         if age >= self.heartbeat_timeout:
             owner = _owner(content)
             where = f" (pid {owner[1]} on {owner[0]})" if owner else ""

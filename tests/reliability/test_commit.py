@@ -24,7 +24,7 @@ from smallpond.runners.execute import MANIFEST_NAME, load_committed
 
 from .helpers import kinds, leftovers
 
-pytestmark = pytest.mark.reliability_quick
+QUICK = pytest.mark.reliability_quick
 
 
 # -- R3 -----------------------------------------------------------------------------------------
@@ -48,6 +48,7 @@ def _barrier_function(folder: str, parties: int = 2):
     return tag_attempt
 
 
+@QUICK
 def test_two_attempts_of_one_task_commit_exactly_once(session, tmp_path):
     sp = session()
     barrier = tmp_path / "barrier"
@@ -102,7 +103,8 @@ def _tamper(path: str, how: str) -> None:
     json.dump(data, open(path, "w"))
 
 
-@pytest.mark.parametrize("how", ["row counts", "file list", "another task's key", "garbage"])
+@pytest.mark.parametrize("how", [pytest.param("row counts", marks=QUICK), "file list",
+                                 "another task's key", "garbage"])
 def test_a_tampered_manifest_is_never_trusted(session, how):
     sp = session()
     df = sp.partial_sql("SELECT item * 2 AS x FROM {0}",
@@ -133,7 +135,8 @@ def _damage(path: str, how: str) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as if untouched
 
 
-@pytest.mark.parametrize("how", ["flipped byte", "truncated", "removed"])
+@pytest.mark.parametrize("how", [pytest.param("flipped byte", marks=QUICK), "truncated",
+                                 "removed"])
 def test_a_damaged_intermediate_is_detected_and_its_producer_run_again(session, how):
     first = session()
     shuffled = first.from_items(list(range(1000))).repartition(4, hash_by="item")
@@ -155,6 +158,7 @@ def test_a_damaged_intermediate_is_detected_and_its_producer_run_again(session, 
 
 
 # -- R16 ----------------------------------------------------------------------------------------
+@QUICK
 def test_mode_error_refuses_before_running(session, tmp_path):
     sp = session()
     output = tmp_path / "out"
@@ -167,6 +171,7 @@ def test_mode_error_refuses_before_running(session, tmp_path):
     assert os.listdir(output) == ["notes.txt"]
 
 
+@QUICK
 def test_append_never_touches_what_is_there(session, tmp_path):
     sp = session()
     output = str(tmp_path / "out")
