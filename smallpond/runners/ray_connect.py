@@ -116,17 +116,19 @@ def _probe(target: RayTarget, deadline: float) -> None:
                           f"{error}{hint}") from None
 
 
-def _use_token_if_available() -> None:
-    """As ray.init does for 'auto': with RAY_AUTH_MODE unset, a token found here is used."""
-    if os.environ.get("RAY_AUTH_MODE") is not None:
-        return
+def _use_token_if_available() -> bool:
+    """As ray.init does for 'auto': with RAY_AUTH_MODE unset, a token found here is used.
+    Whether this driver authenticates with a token."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower() == "token"
     try:
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
         )
     except ImportError:  # a Ray without token authentication
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        return False
+    return maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 class _QuietSigterm(logging.Filter):
@@ -164,12 +166,18 @@ def _init(target: RayTarget, kwargs: dict[str, Any]) -> None:
             time.sleep(attempt)
 
 
-def _explain(error: BaseException, target: RayTarget) -> ConfigError:
+def _explain(error: BaseException, target: RayTarget, token: bool = True) -> ConfigError:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     hint = ""
     if "auth" in text.lower() or "token" in text.lower():
         hint = (" The cluster uses token authentication: copy the head's ~/.ray/auth_token "
                 "here, or set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (RAY_AUTH_MODE=token).")
+    elif not token and isinstance(error, ConnectionError):
+        # Ray logs "InvalidAuthToken" on stderr but raises a bare ConnectionError
+        hint = (" It answered, so if it uses token authentication (Ray turns it on when "
+                "`ray start --head` finds ~/.ray/auth_token, or with RAY_AUTH_MODE=token), "
+                "copy the head's ~/.ray/auth_token here or set RAY_AUTH_TOKEN or "
+                "RAY_AUTH_TOKEN_PATH.")
     return ConfigError(f"cannot connect to Ray at {target.address} ({target.source}): "
                        f"{type(error).__name__}: {text}.{hint}")
 
@@ -192,7 +200,7 @@ def connect(config: Config, timeout: float | None = None) -> RayTarget:
             raise _explain(error, target) from error
         return target
     _probe(target, deadline)
-    _use_token_if_available()
+    token = _use_token_if_available()
     outcome: dict[str, BaseException] = {}
 
     def run() -> None:
@@ -221,5 +229,5 @@ def connect(config: Config, timeout: float | None = None) -> RayTarget:
         error = outcome["error"]
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise error
-        raise _explain(error, target) from error
+        raise _explain(error, target, token) from error
     return target
