@@ -498,6 +498,10 @@ def _round(value):
     return None if value is None else round(value, 1)
 
 
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
+
+
 def _mib(value) -> str:
     return "-" if not value else f"{value / 2**20:.0f}"
 
@@ -510,8 +514,8 @@ def _markdown(data: dict) -> str:
         out += ["## Faults", "", markdown_table(
             ["fault", "how injected", "runner", "outcome", "detect s", "recover s",
              "tasks re-run", "note"],
-            [[r["fault"], r["injected"], r["runner"], r["outcome"], r["detect_s"] or "-",
-              r["recover_s"] or "-", "-" if r["rerun_share"] is None
+            [[r["fault"], r["injected"], r["runner"], r["outcome"], _cell(r["detect_s"]),
+              _cell(r["recover_s"]), "-" if r["rerun_share"] is None
               else f"{r['rerun_share']:.0%}", r["note"]] for r in data["faults"]]), ""]
     if data.get("graysort"):
         out += [f"## GraySort {data['gb']:g} GB with a worker SIGKILLed", "", markdown_table(
@@ -520,7 +524,7 @@ def _markdown(data: dict) -> str:
             [[r["runner"], "no fault" if r["kill_at"] is None else f"{r['kill_at']:.0%}",
               r["seed"], "valid" if r["valid"] else "INVALID", r["checksum_in_equals_out"],
               r.get("same_checksum_as_fault_free", "-"), r["seconds"], r["retried"],
-              _round(r["detect_s"]) or "-", _round(r["recover_s"]) or "-", r["unsafe_views"]]
+              _cell(_round(r["detect_s"])), _cell(_round(r["recover_s"])), r["unsafe_views"]]
              for r in data["graysort"]]), ""]
     if data.get("memory"):
         out += ["## Data 4x the memory", "", markdown_table(
