@@ -157,6 +157,11 @@ class Cluster:
                         found.append(proc)
         return found
 
+    def tasks_on(self, name: str) -> list[psutil.Process]:
+        """Ray worker processes of node `name` running one of our tasks right now."""
+        mine = {p.pid for p in self.nodes[name].processes()}
+        return [p for p in self.worker_processes() if p.pid in mine]
+
     def leftovers(self) -> list[psutil.Process]:
         return [p for node in self.nodes.values() for p in node.processes()]
 

@@ -441,27 +441,31 @@ def _node_fault(cluster, work: str, records: int, fault: str, env: dict) -> Faul
         process = subprocess.Popen([sys.executable, script, json.dumps(args)], env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
-    while len(committed_tasks(root)) < 9 and process.poll() is None \
-            and time.monotonic() < deadline:
+    busy: list = []  # past half way, node_b runs one of our tasks: the fault hits work
+    while process.poll() is None and time.monotonic() < deadline and not busy:
+        if len(committed_tasks(root)) >= 9:
+            busy = cluster.tasks_on("node_b")
         time.sleep(0.02)
     fault_at = time.time()
     if fault == "node":
         cluster.nodes["node_b"].kill()
     else:
-        for victim in cluster.worker_processes():
+        for victim in busy:
             with contextlib.suppress(Exception):
                 victim.kill()
-                break
     process.wait(timeout=900)
     report = json.load(open(args["report"]))
-    retried = [at for at, kind, _, _ in report["timeline"] if kind == "retried"]
-    done = report["timeline"][-1][0] if report["timeline"] else None
+    timeline = report["timeline"]
+    retried = [(at, key) for at, kind, key, _ in timeline if kind == "retried"]
+    done = [at for at, kind, key, _ in timeline
+            if retried and kind == "finished" and key == retried[-1][1] and at > fault_at]
+    job_end = timeline[-1][0] if timeline else fault_at
     return FaultRow(f"Ray {fault} killed (R2)", f"SIGKILL of a {fault} of a 3-node `ray "
                     f"start` cluster during GraySort {records / 1e7:g} GB", "ray cluster",
                     "valid sort" if report["valid"] else "INVALID sort",
-                    _round(retried[0] - fault_at) if retried else None,
-                    _round(done - fault_at) if done else None,
-                    len(retried) / 17)
+                    _round(retried[0][0] - fault_at) if retried else None,
+                    _round(done[0] - fault_at) if done else None,
+                    len(retried) / 17, f"job ended {job_end - fault_at:.1f} s after the kill")
 
 
 # -- memory ------------------------------------------------------------------------------------
@@ -553,7 +557,7 @@ def run_reliability_benchmark(gb: float = 1.0, parts=PARTS, runners=("local", "r
         if "faults" in parts:
             data["faults"] = [asdict(r) for r in fault_rows(work, runners, timeout)]
         if "nodes" in parts:
-            data.setdefault("faults", []).extend(asdict(r) for r in node_rows(work, 2_000_000))
+            data.setdefault("faults", []).extend(asdict(r) for r in node_rows(work, 10_000_000))
         if "graysort" in parts:
             data["graysort"] = graysort_kills(work, gb, runners, fractions, seeds)
         if "memory" in parts:

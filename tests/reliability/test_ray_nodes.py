@@ -230,9 +230,10 @@ def test_graysort_survives_a_node_killed_at_half_way(cluster, tmp_path):
     root = tmp_path / "root-node-kill" / "tasks"
     try:
         deadline = time.monotonic() + 300
-        while (not root.exists() or len(os.listdir(root)) < 9) and time.monotonic() < deadline:
+        while not (root.exists() and len(os.listdir(root)) >= 9 and cluster.tasks_on("node_b")):
             assert process.poll() is None, driver.log_path.read_text()[-3000:]
-            time.sleep(0.05)
+            assert time.monotonic() < deadline, "node_b never ran a task past half way"
+            time.sleep(0.02)
         cluster.nodes["node_b"].kill()
         process.wait(timeout=600)
     finally:
@@ -241,4 +242,5 @@ def test_graysort_survives_a_node_killed_at_half_way(cluster, tmp_path):
         driver.log.close()
     report = json.loads(driver.report.read_text())
     assert report.get("valid") is True, (report, driver.log_path.read_text()[-3000:])
+    assert report["retried"], "the node died with none of our tasks on it: nothing was tested"
     print(f"node kill: retried {report['retried']}")
