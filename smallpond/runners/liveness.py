@@ -235,6 +235,8 @@ class AttemptWatch:
                 return (f"never started: no heartbeat {waited:.0f} s after it was sent to its "
                         "worker")
             return None  # a worker still starting, or a task waiting for resources
+        if content is None:
+            return None  # it beat, then removed its file: it ended, its result is on its way
         if age >= self.heartbeat_timeout:
             owner = _owner(content)
             where = f" (pid {owner[1]} on {owner[0]})" if owner else ""

@@ -63,7 +63,7 @@ def test_two_attempts_of_one_task_commit_exactly_once(session, tmp_path):
     done = {dep: load_committed(sp.config.data_root, dep) for dep in task.deps}
     inputs = resolve_inputs(task, done)
     runner = sp.runner
-    handles = [runner.submit(task, inputs, runner._settings(task.key, n, force=False))
+    handles = [runner.submit(task, inputs, runner._settings(task.key, n, False, 1))
                for n in (1, 2)]
     results = {}
     deadline = time.monotonic() + 180

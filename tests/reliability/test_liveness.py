@@ -139,8 +139,13 @@ def test_attempt_watch_judges_only_started_attempts_on_a_queueing_runner(tmp_pat
         clock.now = second
         beat.write_text(f"host 42 {second}")
         assert watch.expired() == []  # the queued one has not started: never judged
+    beat.unlink()  # an attempt that ended removes its file before its result arrives
+    for second in range(60, 100):
+        clock.now = second
+        assert watch.expired() == []
+    beat.write_text("host 42 60")
     clock.now = 200
-    assert watch.expired() == []  # first look after the pause: the content is unchanged now
+    assert watch.expired() == []  # first look after the pause: the content changed
     clock.now = 211
     [(handle, why, owner)] = watch.expired()
     assert handle == "beating" and owner == ("host", 42) and "no heartbeat for 11 s" in why
