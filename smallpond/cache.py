@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from smallpond.io.disk import folder_bytes
+
 if TYPE_CHECKING:
     from smallpond.session import Session
 
@@ -97,17 +99,6 @@ def _subdirs(folder: str) -> list[str]:
 
 
 # -- scanning ---------------------------------------------------------------------------------
-def _folder_bytes(path: str) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def _scan_tasks(data_root: str) -> dict[str, TaskEntry]:
     tasks = {}
     try:
@@ -121,7 +112,7 @@ def _scan_tasks(data_root: str) -> dict[str, TaskEntry]:
             last_used = entry.stat(follow_symlinks=False).st_mtime
         except OSError:  # removed meanwhile
             continue
-        tasks[entry.name] = TaskEntry(entry.name, entry.path, _folder_bytes(entry.path),
+        tasks[entry.name] = TaskEntry(entry.name, entry.path, folder_bytes(entry.path),
                                       last_used)
     return tasks
 
@@ -171,7 +162,7 @@ def scan(data_root: str) -> CacheListing:
     for name in ("sources", "staging", "spill", "sessions"):
         folder = os.path.join(data_root, name)
         if os.path.isdir(folder):
-            other[name] = _folder_bytes(folder)
+            other[name] = folder_bytes(folder)
     return CacheListing(data_root, tasks, jobs, other)
 
 

@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 
+from smallpond.io.disk import folder_bytes
+
 __all__ = ["make_dataset", "Sampler", "run_job", "run_in_group", "JOBS"]
 
 JOBS = ("agg", "sort", "graysort")
@@ -54,17 +56,6 @@ def _status(pid: int) -> dict[str, int]:
     return found
 
 
-def _folder_bytes(path: str) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(folder, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 class Sampler(threading.Thread):
     """Samples workers' private memory and the spill folder while a job runs."""
 
@@ -87,7 +78,7 @@ class Sampler(threading.Thread):
             if status:
                 self.anon[pid] = max(self.anon.get(pid, 0), status.get("RssAnon", 0))
                 self.hwm[pid] = max(self.hwm.get(pid, 0), status.get("VmHWM", 0))
-        self.spill = max(self.spill, _folder_bytes(self.spill_dir))
+        self.spill = max(self.spill, folder_bytes(self.spill_dir))
 
     def stop(self) -> None:
         self._halt.set()
