@@ -148,3 +148,27 @@ def test_numpy_checksum_path_equals_zlib(data):
 
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, 100)
     assert [int(c) for c in record_crcs(records)] == [zlib.crc32(r.tobytes()) for r in records]
+
+
+@given(length=st.integers(1, 130), rows=st.integers(0, 70), pad=st.integers(0, 9),
+       seed=st.integers(0, 2**32 - 1))
+def test_compiled_checksum_any_length_and_row_stride(length, rows, pad, seed):
+    from smallpond.graysort.crc_jit import compiled_crc_sum
+
+    wide = np.random.default_rng(seed).integers(0, 256, (rows, length + pad), dtype=np.uint8)
+    records = wide[:, :length]  # rows `length + pad` bytes apart
+    expected = sum(zlib.crc32(r.tobytes()) for r in records)
+    assert compiled_crc_sum(length) is not None  # the compiled loop, not the numpy fallback
+    assert checksum_records(records) == expected
+
+
+def test_checksum_is_the_compiled_loop_in_workers_too(local_sp):
+    import pyarrow as pa
+
+    def probe(table: pa.Table) -> pa.Table:
+        from smallpond.graysort.crc_jit import _COMPILED
+
+        return pa.table({"compiled": [_COMPILED.get(100) is not None]})
+
+    local_sp.runner.preload(["smallpond.graysort.checksum:warm"])
+    assert local_sp.from_items([1]).map_batches(probe).take_all() == [{"compiled": True}]
