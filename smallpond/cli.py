@@ -100,19 +100,29 @@ def bench_core(gb: float, partitions: int | None, results_dir: str) -> None:
 
 
 @bench.command("graysort")
-@click.option("--gb", type=float, default=1.0, show_default=True)
-@click.option("--runners", default="local,ray", show_default=True, help="comma-separated")
-@click.option("--peers", default="duckdb,polars,smallpond015", show_default=True)
+@click.option("--gb", type=float, default=1.0, show_default=True, help="input size to generate")
+@click.option("--input", "input_path", default=None, help="sort this .dat file instead")
+@click.option("--runners", default="local", show_default=True, help="comma-separated")
+@click.option("--peers", default="duckdb,polars", show_default=True,
+              help="duckdb, polars, smallpond015 (builds a venv: downloads)")
 @click.option("--partitions", type=int, default=None)
-@click.option("--repeat", type=int, default=1, show_default=True)
-@click.option("--results-dir", default="benchmarks/results", show_default=True)
-def bench_graysort(gb, runners, peers, partitions, repeat, results_dir) -> None:
-    """GraySort vs DuckDB ORDER BY, Polars and smallpond 0.15 on the same input."""
+@click.option("--rounds", type=int, default=3, show_default=True, help="runs per system")
+@click.option("--modes", default="cold,warm", show_default=True,
+              help="cold: fresh process per run; warm: second sort in a process")
+@click.option("--pause", type=float, default=2.0, show_default=True,
+              help="seconds between runs")
+@click.option("--results-dir", default=None,
+              help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
+@click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
+def bench_graysort(gb, input_path, runners, peers, partitions, rounds, modes, pause, results_dir,
+                   work_dir) -> None:
+    """GraySort vs DuckDB ORDER BY and Polars (and smallpond 0.15), each a fresh process."""
     from smallpond.bench.graysort import run_graysort_benchmark
 
-    click.echo(run_graysort_benchmark(gb, tuple(runners.split(",")),
-                                      tuple(p for p in peers.split(",") if p), partitions,
-                                      repeat, results_dir))
+    click.echo(run_graysort_benchmark(
+        gb, tuple(r for r in runners.split(",") if r), tuple(p for p in peers.split(",") if p),
+        partitions, rounds, results_dir, tuple(m for m in modes.split(",") if m), pause,
+        work_dir, input_path, notify=lambda line: click.echo(line, err=True)))
 
 
 @bench.command("runners")

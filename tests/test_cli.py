@@ -30,10 +30,19 @@ def test_graysort_command_sorts_validates_and_valsort_agrees(tmp_path, engine):
 
 def test_graysort_bench_command_writes_reports(tmp_path):
     results = tmp_path / "results"
+    work = tmp_path / "work"
+    work.mkdir()
     output = CliRunner().invoke(main, [
         "bench", "graysort", "--gb", "0.002", "--runners", "local", "--peers", "duckdb",
-        "--results-dir", str(results)])
+        "--rounds", "2", "--pause", "0", "--results-dir", str(results), "--work-dir", str(work)])
     assert output.exit_code == 0, output.output
-    assert "DuckDB ORDER BY" in output.output and "smallpond (local runner)" in output.output
-    assert output.output.count("| valid |") == 2
+    report = output.stdout
+    assert "## Cold" in report and "## Warm" in report
+    cold, warm = report.split("## Warm")
+    # every system ran as a fresh process twice per mode and valsort accepted each output
+    for table, systems in ((cold, 3), (warm, 3)):
+        assert table.count("| 2/2 valid |") == systems, table
+    assert "DuckDB ORDER BY" in cold and "smallpond graysort (local, validation on)" in cold
+    assert str(results) in output.stderr  # the report's folder is named
     assert {p.suffix for p in results.iterdir()} >= {".json", ".md"}
+    assert list(work.iterdir()) == []  # the fresh work folder is gone, nothing else written

@@ -28,6 +28,8 @@ __all__ = [
     "report_lines",
     "write_summaries",
     "read_summaries",
+    "summary_to_json",
+    "summary_from_json",
 ]
 
 CHUNK_RECORDS = 1 << 20
@@ -160,3 +162,18 @@ def read_summaries(path: str) -> list[Summary]:
                               int.from_bytes(checksum, "little"), unordered, duplicates,
                               None if first_bad < 0 else first_bad))
     return result
+
+
+def summary_to_json(summary: Summary) -> dict:
+    return {"first_key": summary.first_key.hex() if summary.first_key is not None else None,
+            "last_key": summary.last_key.hex() if summary.last_key is not None else None,
+            "records": summary.records, "checksum": format(summary.checksum, "x"),
+            "unordered": summary.unordered, "duplicates": summary.duplicates,
+            "first_unordered": summary.first_unordered}
+
+
+def summary_from_json(data: dict) -> Summary:
+    return Summary(bytes.fromhex(data["first_key"]) if data["first_key"] else None,
+                   bytes.fromhex(data["last_key"]) if data["last_key"] else None,
+                   data["records"], int(data["checksum"], 16), data["unordered"],
+                   data["duplicates"], data["first_unordered"])

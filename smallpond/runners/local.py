@@ -136,6 +136,15 @@ class LocalRunner(Runner):
             except OSError:
                 pass  # dead: replaced at its next use
 
+    def call_in_workers(self, names: Sequence[str]) -> None:
+        """Have every idle worker import `module` or call `module:function` (in the
+        background: before its next task)."""
+        for worker in self._idle:
+            try:
+                worker.send(("preload", list(names)))
+            except OSError:
+                pass
+
     @property
     def worker_pids(self) -> list[int]:
         """Pids of the workers (waits for those that are still starting)."""
