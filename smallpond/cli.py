@@ -143,13 +143,17 @@ def bench_runners(gb, partitions, runners, sort_method, repeat, results_dir) -> 
 
 @bench.command("graysort-profile")
 @click.option("--gb", type=float, default=1.0, show_default=True)
+@click.option("--input", "input_path", default=None, help="profile sorting this .dat file")
 @click.option("--partitions", type=int, default=None)
-@click.option("--results-dir", default="benchmarks/results", show_default=True)
-def bench_graysort_profile(gb, partitions, results_dir) -> None:
-    """Where GraySort's time goes: stage task times and a profile of a map and a sort task."""
+@click.option("--results-dir", default=None,
+              help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
+@click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
+def bench_graysort_profile(gb, input_path, partitions, results_dir, work_dir) -> None:
+    """Where a cold `smallpond graysort` spends its time: timeline and task phases."""
     from smallpond.bench.graysort_profile import run_graysort_profile
 
-    click.echo(run_graysort_profile(gb, partitions, results_dir))
+    click.echo(run_graysort_profile(gb, partitions, results_dir, input_path, work_dir,
+                                    notify=lambda line: click.echo(line, err=True)))
 
 
 def runner_options(function):

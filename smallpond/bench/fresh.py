@@ -107,11 +107,15 @@ class _CpuGroup:
 
 def run_fresh(command: Sequence[str], env: dict | None = None, cwd: str | None = None,
               timeout: float = 3600.0, interval: float = 0.05) -> FreshRun:
-    """Spawn `command`, wait for it, and measure it (see the module docstring)."""
+    """Spawn `command`, wait for it, and measure it (see the module docstring).
+
+    The command finds the time.time() of its spawn in SMALLPOND_TRACE_SPAWNED."""
     group = _CpuGroup()
     peak = 0
     stop = threading.Event()
     try:
+        env = {**(os.environ if env is None else env),
+               "SMALLPOND_TRACE_SPAWNED": repr(time.time())}
         start = time.perf_counter()
         process = subprocess.Popen(group.wrap(command), env=env, cwd=cwd, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)

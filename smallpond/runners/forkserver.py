@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 
@@ -42,6 +43,7 @@ class ForkServer:
 
     def __init__(self, preload: Iterable[str] = BASE_PRELOAD):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.started_at = time.time()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.setdefault("OPENBLAS_NUM_THREADS", "1")  # no BLAS thread pool before fork()
         self.process = subprocess.Popen(

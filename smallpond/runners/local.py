@@ -48,6 +48,7 @@ class _Worker:
     def __init__(self, server: ForkServer):
         self.conn: Connection = server.spawn()
         self.pid: int | None = None
+        self.ready_at: float | None = None  # time.time() when the worker said hello
         self.task: Task | None = None
         self.closed = False
 
@@ -60,11 +61,11 @@ class _Worker:
         try:
             if not self.conn.poll(timeout):
                 return False
-            kind, pid = pickle.loads(self.conn.recv_bytes())
+            kind, pid, ready_at = pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError):
             self.closed = True
             return False
-        self.pid = pid if kind == "hello" else None
+        self.pid, self.ready_at = (pid, ready_at) if kind == "hello" else (None, None)
         return self.pid is not None
 
     def alive(self) -> bool:

@@ -1,6 +1,7 @@
 """The loop of an embedded-runner worker: a fork of the fork server (see forkserver.py).
 
-Protocol on the worker's socket (pickled tuples): the worker first sends ("hello", pid); then
+Protocol on the worker's socket (pickled tuples): the worker first sends ("hello", pid, time
+it was ready); then
 the driver sends ("task", task, inputs, settings), answered by (ok, output or error), or
 ("preload", names), answered by nothing. EOF ends the worker.
 """
@@ -11,6 +12,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 from multiprocessing.connection import Connection
 
 import cloudpickle
@@ -27,7 +29,7 @@ def serve(conn: Connection) -> None:
     from smallpond.runners.forkserver import preload
 
     try:
-        conn.send_bytes(pickle.dumps(("hello", os.getpid())))
+        conn.send_bytes(pickle.dumps(("hello", os.getpid(), time.time())))
     except OSError:  # the driver is gone (or gave up on this worker)
         return
     while True:
