@@ -156,6 +156,23 @@ def bench_graysort_profile(gb, input_path, partitions, results_dir, work_dir) ->
                                     notify=lambda line: click.echo(line, err=True)))
 
 
+@bench.command("scaling")
+@click.option("--workers", default="1,2,4,8,16", show_default=True, help="comma-separated")
+@click.option("--graysort-gb", type=float, default=4.0, show_default=True, help="0: skip")
+@click.option("--hash-gb", type=float, default=4.0, show_default=True, help="0: skip")
+@click.option("--rounds", type=int, default=1, show_default=True)
+@click.option("--results-dir", default=None,
+              help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
+@click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
+def bench_scaling(workers, graysort_gb, hash_gb, rounds, results_dir, work_dir) -> None:
+    """GraySort and a hash shuffle with 1..16 workers, each run a fresh process."""
+    from smallpond.bench.scaling import run_scaling_benchmark
+
+    click.echo(run_scaling_benchmark(tuple(int(w) for w in workers.split(",") if w),
+                                     graysort_gb, hash_gb, rounds, results_dir, work_dir,
+                                     notify=lambda line: click.echo(line, err=True)))
+
+
 def runner_options(function):
     """--runner, --ray-address, --data-root, --partitions: shared by job commands."""
     options = [

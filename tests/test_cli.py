@@ -46,3 +46,15 @@ def test_graysort_bench_command_writes_reports(tmp_path):
     assert str(results) in output.stderr  # the report's folder is named
     assert {p.suffix for p in results.iterdir()} >= {".json", ".md"}
     assert list(work.iterdir()) == []  # the fresh work folder is gone, nothing else written
+
+
+def test_scaling_bench_runs_fresh_processes_and_checks_outputs(tmp_path):
+    results = tmp_path / "results"
+    work = tmp_path / "work"
+    work.mkdir()
+    output = CliRunner().invoke(main, [
+        "bench", "scaling", "--workers", "1,2", "--graysort-gb", "0.001", "--hash-gb", "0.001",
+        "--results-dir", str(results), "--work-dir", str(work)])
+    assert output.exit_code == 0, output.output
+    assert output.stdout.count("| valid |") == 4  # two jobs x two worker counts, checked
+    assert list(work.iterdir()) == []
