@@ -1,6 +1,6 @@
 """valsort's checksum: the 128-bit sum of each record's zlib CRC-32.
 
-A compiled slicing-by-8 loop (crc_jit.py, about 3 GB/s per core). Where it cannot be compiled,
+A compiled slicing-by-8 loop (jit.py, about 3 GB/s per core). Where it cannot be compiled,
 numpy: CRC-32 of a fixed-length message is affine in its bytes, crc(m) = crc(0...0) XOR the XOR
 over positions k of T_k[m_k]; pairs of bytes use 65536-entry tables, so a 100-byte record costs
 50 vectorized lookups (about 0.4 GB/s per core).
@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from smallpond.graysort.crc_jit import compiled_crc_sum
+from smallpond.graysort.jit import compiled_crc_sum
 
 __all__ = ["checksum_records", "record_crcs", "warm"]
 

@@ -31,6 +31,7 @@ from smallpond.errors import InputError
 from smallpond.graysort.buffers import records_buffer
 from smallpond.graysort.checksum import checksum_records
 from smallpond.graysort.direct_io import BlockWriter
+from smallpond.graysort.jit import gather_rows
 from smallpond.graysort.records import KEY_SIZE, RECORD_SIZE
 from smallpond.graysort.sorting import destinations, sort_order
 from smallpond.graysort.sources import file_records, read_ranges, sample_keys
@@ -184,8 +185,8 @@ def _gather_indexed(pieces: Sequence[FileSlice], sources: dict[str, list], total
                 lo, hi = np.searchsorted(entries, [start, start + range_count])
                 if hi > lo:
                     source = file_records(path, range_first, range_count)
-                    np.take(source, entries[lo:hi].astype(np.int64) - start, axis=0,
-                            out=records[filled:filled + hi - lo])
+                    gather_rows(source, entries[lo:hi].astype(np.int64) - start,
+                                records[filled:filled + hi - lo])
                     filled += hi - lo
                 start += range_count
     if filled != total:
@@ -238,7 +239,7 @@ def _write_sorted(records: np.ndarray, order: np.ndarray, path: str, summarize: 
         for lo in range(0, len(order), WRITE_CHUNK):
             index = order[lo:lo + WRITE_CHUNK]
             block = writer.buffer()[:len(index) * RECORD_SIZE].reshape(-1, RECORD_SIZE)
-            np.take(records, index, axis=0, out=block)
+            gather_rows(records, index, block)
             clock.lap("gather sorted")
             if summarize:
                 parts.append(summarize_records(block))

@@ -153,7 +153,7 @@ def test_numpy_checksum_path_equals_zlib(data):
 @given(length=st.integers(1, 130), rows=st.integers(0, 70), pad=st.integers(0, 9),
        seed=st.integers(0, 2**32 - 1))
 def test_compiled_checksum_any_length_and_row_stride(length, rows, pad, seed):
-    from smallpond.graysort.crc_jit import compiled_crc_sum
+    from smallpond.graysort.jit import compiled_crc_sum
 
     wide = np.random.default_rng(seed).integers(0, 256, (rows, length + pad), dtype=np.uint8)
     records = wide[:, :length]  # rows `length + pad` bytes apart
@@ -166,9 +166,34 @@ def test_checksum_is_the_compiled_loop_in_workers_too(local_sp):
     import pyarrow as pa
 
     def probe(table: pa.Table) -> pa.Table:
-        from smallpond.graysort.crc_jit import _COMPILED
+        from smallpond.graysort.jit import _COMPILED
 
         return pa.table({"compiled": [_COMPILED.get(100) is not None]})
 
     local_sp.runner.preload(["smallpond.graysort.checksum:warm"])
     assert local_sp.from_items([1]).map_batches(probe).take_all() == [{"compiled": True}]
+
+
+@given(rows=st.integers(0, 300), length=st.sampled_from([1, 7, 64, 100, 129]),
+       picks=st.integers(0, 500), seed=st.integers(0, 2**32 - 1))
+def test_compiled_gather_equals_numpy_take(rows, length, picks, seed):
+    from smallpond.graysort.jit import compiled, gather_rows
+
+    rng = np.random.default_rng(seed)
+    source = rng.integers(0, 256, (rows, length), dtype=np.uint8)
+    index = rng.integers(0, max(rows, 1), picks if rows else 0).astype(np.int64)
+    out = np.empty((len(index), length), dtype=np.uint8)
+    assert compiled(length) is not None
+    gather_rows(source, index, out)
+    assert (out == source[index]).all()
+
+
+def test_compiled_gather_checks_bounds():
+    from smallpond.graysort.jit import gather_rows
+
+    source = np.zeros((3, 100), dtype=np.uint8)
+    out = np.empty((1, 100), dtype=np.uint8)
+    with pytest.raises(IndexError):
+        gather_rows(source, np.array([3]), out)
+    with pytest.raises(IndexError):
+        gather_rows(source, np.array([-1]), out)

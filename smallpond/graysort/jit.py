@@ -1,0 +1,265 @@
+"""Compiled loops over fixed-length records: valsort's checksum, and gathers.
+
+The loops are written as LLVM IR with llvmlite and compiled in about 0.1 s (the IR is already
+unrolled: only instruction selection runs), where numba's first call costs about a second per
+process (its import, its CPU target, and scipy's BLAS probe). Per record length, one module:
+
+    crc_sum(data, count, stride) -> u64      sum of the zlib CRC-32 of `count` records,
+                                             slicing-by-8, two records interleaved
+    gather(src, index, count, dst)           dst[i] = src[index[i]] (rows of `length` bytes),
+                                             the rows 16 ahead prefetched: gathers from a
+                                             mapped file or in sorted order wait on memory,
+                                             not on arithmetic (40% less CPU than np.take)
+
+Unaligned little-endian loads: used only on little-endian machines (see `compiled`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["compiled", "Loops", "slicing_tables", "compiled_crc_sum", "gather_rows"]
+
+LANES = 2  # records interleaved per iteration of crc_sum (4 measured no faster)
+PREFETCH = 16  # rows ahead that a gather asks the memory system for
+_COMPILED: dict[int, Loops | None] = {}
+_KEEP: list = []  # engines (and their code) live as long as the process
+
+
+@dataclass(frozen=True)
+class Loops:
+    """Callables taking addresses (ints) and counts; see the module docstring."""
+
+    crc_sum: ctypes._CFuncPtr
+    gather: ctypes._CFuncPtr
+
+
+def slicing_tables() -> np.ndarray:
+    """The (8, 256) uint32 tables of slicing-by-8 for the reflected polynomial 0xEDB88320."""
+    tables = np.zeros((8, 256), dtype=np.uint32)
+    for value in range(256):
+        crc = value
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
+        tables[0, value] = crc
+    for value in range(256):
+        for k in range(1, 8):
+            previous = int(tables[k - 1, value])
+            tables[k, value] = (previous >> 8) ^ int(tables[0, previous & 0xFF])
+    return tables
+
+
+class _Emitter:
+    """IR building blocks shared by the loops of one module."""
+
+    def __init__(self, length: int):
+        from llvmlite import ir
+
+        self.ir, self.length = ir, length
+        self.i8, self.i16, self.i32, self.i64 = (ir.IntType(n) for n in (8, 16, 32, 64))
+        self.module = ir.Module(name=f"records{length}")
+        table_type = ir.ArrayType(self.i32, 8 * 256)
+        self.tables = ir.GlobalVariable(self.module, table_type, "tables")
+        self.tables.global_constant = True
+        self.tables.linkage = "internal"
+        self.tables.initializer = ir.Constant(table_type,
+                                              [int(v) for v in slicing_tables().ravel()])
+        p8 = self.i8.as_pointer()
+        self.prefetch = ir.Function(self.module, ir.FunctionType(
+            ir.VoidType(), [p8, self.i32, self.i32, self.i32]), _prefetch_name())
+        self.b = None
+
+    def const(self, type_, value):
+        return self.ir.Constant(type_, value)
+
+    def at(self, pointer, offset: int, type_):
+        gep = self.b.gep(pointer, [self.const(self.i64, offset)], inbounds=True)
+        return self.b.bitcast(gep, type_.as_pointer()) if type_ is not self.i8 else gep
+
+    def load(self, pointer, offset: int, type_):
+        return self.b.load(self.at(pointer, offset, type_), align=1)
+
+    def lookup(self, table: int, index):
+        position = self.b.add(self.const(self.i32, table * 256), index)
+        return self.b.load(self.b.gep(self.tables, [self.const(self.i32, 0), position],
+                                      inbounds=True))
+
+    def byte(self, value, shift: int):
+        if shift:
+            value = self.b.lshr(value, self.const(self.i32, shift))
+        return self.b.and_(value, self.const(self.i32, 0xFF)) if shift < 24 else value
+
+    def crcs(self, records: list) -> list:
+        """The CRC-32 (as i64) of each record pointer, the lanes interleaved."""
+        b, i32 = self.b, self.i32
+        states = [self.const(i32, 0xFFFFFFFF)] * len(records)
+        offset = 0
+        while offset + 8 <= self.length:
+            for lane, record in enumerate(records):
+                low = b.xor(self.load(record, offset, i32), states[lane])
+                high = self.load(record, offset + 4, i32)
+                parts = [self.lookup(7, self.byte(low, 0)), self.lookup(6, self.byte(low, 8)),
+                         self.lookup(5, self.byte(low, 16)), self.lookup(4, self.byte(low, 24)),
+                         self.lookup(3, self.byte(high, 0)), self.lookup(2, self.byte(high, 8)),
+                         self.lookup(1, self.byte(high, 16)),
+                         self.lookup(0, self.byte(high, 24))]
+                value = parts[0]
+                for part in parts[1:]:
+                    value = b.xor(value, part)
+                states[lane] = value
+            offset += 8
+        while offset < self.length:
+            for lane, record in enumerate(records):
+                value = b.xor(states[lane], b.zext(self.load(record, offset, self.i8), i32))
+                states[lane] = b.xor(self.lookup(0, self.byte(value, 0)),
+                                     b.lshr(states[lane], self.const(i32, 8)))
+            offset += 1
+        return [b.zext(b.xor(s, self.const(i32, 0xFFFFFFFF)), self.i64) for s in states]
+
+    def copy(self, source, target) -> None:
+        offset = 0
+        for type_, size in ((self.i64, 8), (self.i32, 4), (self.i16, 2), (self.i8, 1)):
+            while offset + size <= self.length:
+                value = self.load(source, offset, type_)
+                self.b.store(value, self.at(target, offset, type_), align=1)
+                offset += size
+
+
+def _prefetch_name() -> str:
+    import llvmlite.binding as llvm
+
+    return "llvm.prefetch.p0" if llvm.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
+
+
+def _crc_sum(e: _Emitter) -> None:
+    ir, i64 = e.ir, e.i64
+    function = ir.Function(e.module, ir.FunctionType(i64, [e.i8.as_pointer(), i64, i64]),
+                           "crc_sum")
+    data, count, stride = function.args
+    entry, wide, wide_body, narrow_check, narrow, done = (
+        function.append_basic_block(n) for n in ("entry", "wide", "wide_body", "narrow_check",
+                                                 "narrow", "done"))
+    e.b = b = ir.IRBuilder(entry)
+    b.branch(wide)
+    b.position_at_start(wide)
+    i, total = b.phi(i64, "i"), b.phi(i64, "total")
+    i.add_incoming(e.const(i64, 0), entry)
+    total.add_incoming(e.const(i64, 0), entry)
+    b.cbranch(b.icmp_signed("<=", b.add(i, e.const(i64, LANES)), count), wide_body,
+              narrow_check)
+    b.position_at_start(wide_body)
+    values = e.crcs([b.gep(data, [b.mul(b.add(i, e.const(i64, lane)), stride)], inbounds=True)
+                     for lane in range(LANES)])
+    new_total = total
+    for value in values:
+        new_total = b.add(new_total, value)
+    i.add_incoming(b.add(i, e.const(i64, LANES)), wide_body)
+    total.add_incoming(new_total, wide_body)
+    b.branch(wide)
+    b.position_at_start(narrow_check)
+    j, subtotal = b.phi(i64, "j"), b.phi(i64, "subtotal")
+    j.add_incoming(i, wide)
+    subtotal.add_incoming(total, wide)
+    b.cbranch(b.icmp_signed("<", j, count), narrow, done)
+    b.position_at_start(narrow)
+    value = e.crcs([b.gep(data, [b.mul(j, stride)], inbounds=True)])[0]
+    j.add_incoming(b.add(j, e.const(i64, 1)), narrow)
+    subtotal.add_incoming(b.add(subtotal, value), narrow)
+    b.branch(narrow_check)
+    b.position_at_start(done)
+    b.ret(subtotal)
+
+
+def _gather(e: _Emitter) -> None:
+    ir, i64 = e.ir, e.i64
+    p8 = e.i8.as_pointer()
+    function = ir.Function(e.module, ir.FunctionType(ir.VoidType(),
+                                                     [p8, i64.as_pointer(), i64, p8]), "gather")
+    src, index, count, dst = function.args
+    entry, loop, body, done = (function.append_basic_block(n)
+                               for n in ("entry", "loop", "body", "done"))
+    e.b = b = ir.IRBuilder(entry)
+    row = e.const(i64, e.length)
+    b.branch(loop)
+    b.position_at_start(loop)
+    i = b.phi(i64, "i")
+    i.add_incoming(e.const(i64, 0), entry)
+    b.cbranch(b.icmp_signed("<", i, count), body, done)
+    b.position_at_start(body)
+    ahead = b.add(i, e.const(i64, PREFETCH))
+    ahead = b.select(b.icmp_signed("<", ahead, count), ahead, i)
+    far = b.gep(src, [b.mul(b.load(b.gep(index, [ahead])), row)], inbounds=True)
+    for line in range(0, e.length, 64):
+        b.call(e.prefetch, [b.gep(far, [e.const(i64, line)], inbounds=True),
+                            e.const(e.i32, 0), e.const(e.i32, 3), e.const(e.i32, 1)])
+    source = b.gep(src, [b.mul(b.load(b.gep(index, [i])), row)], inbounds=True)
+    e.copy(source, b.gep(dst, [b.mul(i, row)], inbounds=True))
+    i.add_incoming(b.add(i, e.const(i64, 1)), body)
+    b.branch(loop)
+    b.position_at_start(done)
+    b.ret_void()
+
+
+def _compile(length: int) -> Loops:
+    import llvmlite.binding as llvm
+
+    try:
+        llvm.initialize()  # llvmlite < 0.45 needs it; later versions raise (done on import)
+    except Exception:  # noqa: S110
+        pass
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    emitter = _Emitter(length)
+    _crc_sum(emitter)
+    _gather(emitter)
+    target = llvm.Target.from_default_triple().create_target_machine(opt=3)
+    parsed = llvm.parse_assembly(str(emitter.module))
+    parsed.verify()
+    engine = llvm.create_mcjit_compiler(parsed, target)
+    engine.finalize_object()
+    _KEEP.append(engine)
+    address = engine.get_function_address
+    vp, i64 = ctypes.c_void_p, ctypes.c_int64
+    return Loops(
+        crc_sum=ctypes.CFUNCTYPE(ctypes.c_uint64, vp, i64, i64)(address("crc_sum")),
+        gather=ctypes.CFUNCTYPE(None, vp, vp, i64, vp)(address("gather")))
+
+
+def compiled(length: int) -> Loops | None:
+    """The loops for records of `length` bytes; None where they cannot be compiled (no
+    llvmlite, or a big-endian machine): callers then use numpy."""
+    if length not in _COMPILED:
+        loops = None
+        if sys.byteorder == "little":
+            try:
+                loops = _compile(length)
+            except Exception:  # llvmlite missing or too old: the numpy paths take over
+                loops = None
+        _COMPILED[length] = loops
+    return _COMPILED[length]
+
+
+def compiled_crc_sum(length: int):
+    """`f(address, count, stride)` summing CRC-32s, or None (see `compiled`)."""
+    loops = compiled(length)
+    return loops.crc_sum if loops else None
+
+
+def gather_rows(source: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = source[index[i]] for (n, L) uint8 arrays: the compiled gather where it applies,
+    np.take elsewhere. Indices are bounds-checked here (the compiled loop does not)."""
+    if len(index) and (int(index.min()) < 0 or int(index.max()) >= len(source)):
+        raise IndexError(f"row index out of range 0..{len(source) - 1}")
+    loops = compiled(source.shape[1]) if source.ndim == 2 else None
+    usable = (loops is not None and source.flags.c_contiguous and out.flags.c_contiguous
+              and out.shape == (len(index), source.shape[1]) and out.dtype == np.uint8
+              and source.dtype == np.uint8)
+    if not usable:
+        np.take(source, index, axis=0, out=out)
+        return
+    index = np.ascontiguousarray(index, dtype=np.int64)
+    loops.gather(source.ctypes.data, index.ctypes.data, len(index), out.ctypes.data)
