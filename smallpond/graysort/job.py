@@ -153,11 +153,16 @@ def input_dataframe(sp: Session, partitions: int, records: int | None = None,
     return source.map_batches(_read_chunk, batch_size=1), sum(i["count"] for i in items)
 
 
+PARTITION_RECORDS = 1_250_000  # 125 MB: a sort task's buffers stay small and warm
+
+
 def auto_partitions(records: int, workers: int, memory_per_task: int) -> int:
-    """Four partitions per worker (smaller sort buffers, better balance), more when a partition
-    would not fit a task's budget: a sort task holds its partition and its order, plus slack."""
+    """Four partitions per worker (better balance), partitions of at most PARTITION_RECORDS
+    (a worker's sort buffers are as large as its partition, and fresh memory costs 1-2 s per
+    GiB of page faults on our VMs), and more when a partition would not fit a task's budget:
+    a sort task holds its partition and its order, plus slack."""
     per_partition = max(1, memory_per_task // (RECORD * 5 // 2))
-    return max(4 * workers, -(-records // per_partition))
+    return max(4 * workers, -(-records // PARTITION_RECORDS), -(-records // per_partition))
 
 
 def _sum_checksums(df: DataFrame) -> tuple[int, int]:

@@ -47,25 +47,37 @@ META = "meta.json"
 
 
 class _Clock:
-    """Per phase of a task: wall seconds, CPU seconds and page faults (fresh pages touched),
-    written to its meta.json as [wall, cpu, faults] for profiles."""
+    """Per phase of a task: wall seconds, CPU seconds, minor page faults, and the growth of the
+    process's resident anonymous memory in bytes (fresh memory that stayed), written to its
+    meta.json as [wall, cpu, faults, anon] for profiles."""
 
     def __init__(self):
         self.phases: dict[str, list[float]] = {}
         self._last = self._now()
 
     @staticmethod
-    def _now() -> tuple[float, float, int]:
-        usage = resource.getrusage(resource.RUSAGE_THREAD) if hasattr(
-            resource, "RUSAGE_THREAD") else resource.getrusage(resource.RUSAGE_SELF)
-        return (time.perf_counter(), usage.ru_utime + usage.ru_stime, usage.ru_minflt)
+    def _now() -> tuple[float, float, int, int]:
+        usage = resource.getrusage(getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF))
+        return (time.perf_counter(), usage.ru_utime + usage.ru_stime, usage.ru_minflt,
+                _anonymous_bytes())
 
     def lap(self, phase: str) -> None:
         now = self._now()
-        entry = self.phases.setdefault(phase, [0.0, 0.0, 0])
-        for i in range(3):
+        entry = self.phases.setdefault(phase, [0.0, 0.0, 0, 0])
+        for i in range(4):
             entry[i] += now[i] - self._last[i]
         self._last = now
+
+
+def _anonymous_bytes() -> int:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def run_bounds(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
