@@ -20,23 +20,11 @@ __all__ = ["SCRIPT", "sp015_python", "sp015_command"]
 VENV = os.path.join(tempfile.gettempdir(), "smallpond015-venv")
 
 SCRIPT = textwrap.dedent('''
-    import sys, os, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    import sys, os, time, numpy as np, pyarrow as pa, pyarrow.parquet as pq
     import smallpond
     source, output, work, partitions = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    runs = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     sp = smallpond.init(data_root=os.path.join(work, "root"))
-    data = np.fromfile(source, dtype=np.uint8).reshape(-1, 100)
-    key = pa.FixedSizeBinaryArray.from_buffers(pa.binary(10), len(data),
-        [None, pa.py_buffer(np.ascontiguousarray(data[:, :10]))])
-    value = pa.FixedSizeBinaryArray.from_buffers(pa.binary(90), len(data),
-        [None, pa.py_buffer(np.ascontiguousarray(data[:, 10:]))])
-    os.makedirs(os.path.join(work, "in"), exist_ok=True)
-    pq.write_table(pa.table({"key": key, "value": value}), os.path.join(work, "in", "r.parquet"))
-    df = sp.read_parquet(os.path.join(work, "in", "*.parquet")).repartition(partitions)
-    # 0.15 has no sampled range shuffle: partition by the first key byte, a column it can use
-    first_byte = "('0x' || substr(hex(key), 1, 2))::INT"
-    df = df.map(f"key, value, ({first_byte} * {partitions} // 256)::INT AS bucket")
-    df = df.repartition(partitions, by="bucket").partial_sort("key")
-    result = df.to_arrow()
 
     def fixed(column, width):
         column = column.combine_chunks()
@@ -45,9 +33,30 @@ SCRIPT = textwrap.dedent('''
         data = np.frombuffer(column.buffers()[2], np.uint8)
         return data[offsets[0]:offsets[-1]].reshape(-1, width)
 
-    with open(os.path.join(output, "part-00000.dat"), "wb") as out:
-        out.write(np.hstack([fixed(result.column("key"), 10),
-                             fixed(result.column("value"), 90)]).tobytes())
+    def sort(target, run):
+        data = np.fromfile(source, dtype=np.uint8).reshape(-1, 100)
+        key = pa.FixedSizeBinaryArray.from_buffers(pa.binary(10), len(data),
+            [None, pa.py_buffer(np.ascontiguousarray(data[:, :10]))])
+        value = pa.FixedSizeBinaryArray.from_buffers(pa.binary(90), len(data),
+            [None, pa.py_buffer(np.ascontiguousarray(data[:, 10:]))])
+        folder = os.path.join(work, f"in-{run}")
+        os.makedirs(folder, exist_ok=True)
+        pq.write_table(pa.table({"key": key, "value": value}), os.path.join(folder, "r.parquet"))
+        df = sp.read_parquet(os.path.join(folder, "*.parquet")).repartition(partitions)
+        # 0.15 has no sampled range shuffle: partition by the first key byte, a column it can use
+        first_byte = "('0x' || substr(hex(key), 1, 2))::INT"
+        df = df.map(f"key, value, ({first_byte} * {partitions} // 256)::INT AS bucket")
+        df = df.repartition(partitions, by="bucket").partial_sort("key")
+        result = df.to_arrow()
+        os.makedirs(target, exist_ok=True)
+        with open(os.path.join(target, "part-00000.dat"), "wb") as out:
+            out.write(np.hstack([fixed(result.column("key"), 10),
+                                 fixed(result.column("value"), 90)]).tobytes())
+
+    for run in range(max(1, runs)):
+        start = time.perf_counter()
+        sort(os.path.join(output, f"run-{run}") if runs else output, run)
+        print(f"seconds {run} {time.perf_counter() - start:.6f}", flush=True)
 ''')
 
 
@@ -70,12 +79,13 @@ def sp015_python(notify: Callable[[str], None]) -> tuple[str | None, str]:
     return python, ""
 
 
-def sp015_command(python: str, work: str, source: str, output: str, partitions: int
-                  ) -> list[str]:
-    """The command line of one 0.15 sort (its script written into `work`)."""
+def sp015_command(python: str, work: str, source: str, output: str, partitions: int,
+                  runs: int = 0) -> list[str]:
+    """The command line of a 0.15 sort (its script written into `work`); with `runs`, that
+    many sorts in one process into output/run-K, each timed (the warm table)."""
     script = os.path.join(work, "sp015.py")
     if not os.path.exists(script):
         with open(script, "w") as handle:
             handle.write(SCRIPT)
     scratch = tempfile.mkdtemp(prefix="sp015-", dir=work)
-    return [python, script, source, output, scratch, str(partitions)]
+    return [python, script, source, output, scratch, str(partitions), str(runs)]
