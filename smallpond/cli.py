@@ -173,6 +173,19 @@ def bench_scaling(workers, graysort_gb, hash_gb, rounds, results_dir, work_dir) 
                                      notify=lambda line: click.echo(line, err=True)))
 
 
+@bench.command("cold-start")
+@click.option("--rounds", type=int, default=5, show_default=True)
+@click.option("--results-dir", default=None,
+              help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
+@click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
+def bench_cold_start(rounds, results_dir, work_dir) -> None:
+    """Fresh process to first result: import smallpond, init, a tiny job."""
+    from smallpond.bench.cold_start import run_cold_start_benchmark
+
+    click.echo(run_cold_start_benchmark(rounds, results_dir, work_dir,
+                                        notify=lambda line: click.echo(line, err=True)))
+
+
 def runner_options(function):
     """--runner, --ray-address, --data-root, --partitions: shared by job commands."""
     options = [
