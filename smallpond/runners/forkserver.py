@@ -204,6 +204,11 @@ def _reseed() -> None:
 
 def serve(control: socket.socket, parent_pid: int, base: list[str]) -> None:
     """Import `base`, then fork a worker per request until the driver closes the socket."""
+    import warnings
+
+    # Python 3.12+ warns at fork() when any thread exists: here only jemalloc's, which its own
+    # fork handlers make safe (module docstring)
+    warnings.filterwarnings("ignore", message=".*multi-threaded.*fork", category=DeprecationWarning)
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C cancels
     signal.signal(signal.SIGCHLD, lambda *_: _reap(control))

@@ -179,3 +179,28 @@ def test_mapped_input_that_shrank_is_named(tmp_path):
             file_records(str(path), 5, 8)
     finally:
         release_files()
+
+
+def test_killed_sort_worker_is_replaced_and_the_output_stays_valid(local_sp, tmp_path):
+    import signal
+
+    path = tmp_path / "in.dat"
+    records = generate_records(21, 60_000)
+    path.write_bytes(records.tobytes())
+    killed = []
+
+    def kill_on_first_sort(event):
+        if event.kind == "submitted" and event.stage == "graysort-sort" and not killed:
+            busy = [w for w in local_sp.runner._busy.values() if w.read_hello(60)]
+            os.kill(busy[-1].pid, signal.SIGKILL)
+            killed.append(busy[-1].pid)
+
+    remove = local_sp.on_event(kill_on_first_sort)
+    try:
+        result = job.run(str(tmp_path / "out"), input=str(path), partitions=4, session=local_sp)
+    finally:
+        remove()
+    assert killed and any(e.kind == "retried" for e in local_sp.events)
+    assert result.valid
+    written = b"".join(open(f, "rb").read() for f in result.output_files)
+    assert written == records[_reference_order(records)].tobytes()
