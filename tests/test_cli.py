@@ -28,14 +28,19 @@ def test_graysort_command_sorts_validates_and_valsort_agrees(tmp_path, engine):
     assert "Records: 30000" in check.output
 
 
-def test_graysort_bench_command_writes_reports(tmp_path):
-    results = tmp_path / "results"
-    work = tmp_path / "work"
+def _bench(tmp_path, *arguments: str):
+    """Run `smallpond bench ...` with results and a work folder under tmp_path."""
+    results, work = tmp_path / "results", tmp_path / "work"
     work.mkdir()
-    output = CliRunner().invoke(main, [
-        "bench", "graysort", "--gb", "0.002", "--runners", "local", "--peers", "duckdb",
-        "--rounds", "2", "--pause", "0", "--results-dir", str(results), "--work-dir", str(work)])
+    output = CliRunner().invoke(main, ["bench", *arguments, "--results-dir", str(results),
+                                       "--work-dir", str(work)])
     assert output.exit_code == 0, output.output
+    return output, results, work
+
+
+def test_graysort_bench_command_writes_reports(tmp_path):
+    output, results, work = _bench(tmp_path, "graysort", "--gb", "0.002", "--runners", "local",
+                                   "--peers", "duckdb", "--rounds", "2", "--pause", "0")
     report = output.stdout
     assert "## Cold" in report and "## Warm" in report
     cold, warm = report.split("## Warm")
@@ -49,12 +54,7 @@ def test_graysort_bench_command_writes_reports(tmp_path):
 
 
 def test_scaling_bench_runs_fresh_processes_and_checks_outputs(tmp_path):
-    results = tmp_path / "results"
-    work = tmp_path / "work"
-    work.mkdir()
-    output = CliRunner().invoke(main, [
-        "bench", "scaling", "--workers", "1,2", "--graysort-gb", "0.001", "--hash-gb", "0.001",
-        "--results-dir", str(results), "--work-dir", str(work)])
-    assert output.exit_code == 0, output.output
+    output, _, work = _bench(tmp_path, "scaling", "--workers", "1,2", "--graysort-gb", "0.001",
+                             "--hash-gb", "0.001")
     assert output.stdout.count("| valid |") == 4  # two jobs x two worker counts, checked
     assert list(work.iterdir()) == []
