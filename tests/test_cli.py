@@ -58,3 +58,24 @@ def test_scaling_bench_runs_fresh_processes_and_checks_outputs(tmp_path):
                              "--hash-gb", "0.001")
     assert output.stdout.count("| valid |") == 4  # two jobs x two worker counts, checked
     assert list(work.iterdir()) == []
+
+
+def test_cold_start_bench_times_fresh_processes(tmp_path):
+    output, results, work = _bench(tmp_path, "cold-start", "--rounds", "1")
+    rows = [line for line in output.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| import smallpond", "| tiny job (import, init, first result, shutdown)",
+        "| DuckDB alone (import, query)"]
+    assert "failed" not in output.stdout and "first result" in rows[1]
+    assert list(work.iterdir()) == []
+
+
+def test_graysort_profile_traces_a_cold_run(tmp_path):
+    output, _, work = _bench(tmp_path, "graysort-profile", "--gb", "0.002", "--partitions", "3")
+    report = output.stdout
+    assert "output valid" in report and "3 partitions" in report
+    for phase in ("imports of the command", "fork server", "map stage", "sort stage"):
+        assert phase in report
+    for task, phase in (("map", "checksum"), ("reduce", "gather"), ("reduce", "validate")):
+        assert f"| {task} | {phase} |" in report
+    assert list(work.iterdir()) == []
