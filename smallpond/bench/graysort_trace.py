@@ -26,21 +26,23 @@ def main(source: str, output: str, root: str, trace_path: str) -> None:
     marks["imported"] = time.time()
     sp = smallpond.init(data_root=root)
     marks["initialized"] = time.time()
-    events = []
-    sp.on_event(lambda e: events.append([time.time(), e.kind, e.stage, e.partition,
-                                         e.elapsed]))
+    events, tasks = [], {}
+
+    def record(event) -> None:
+        events.append([time.time(), event.kind, event.stage, event.partition, event.elapsed])
+        meta = os.path.join(root, "tasks", event.key, "meta.json")
+        if event.kind == "finished" and os.path.exists(meta):
+            # read now: committing the output moves the sort tasks' files and folders away
+            with open(meta) as handle:
+                tasks[event.key] = json.load(handle).get("timings", {})
+
+    sp.on_event(record)
     runner = sp.runner
     server = runner._server.started_at if hasattr(runner, "_server") else None
     result = run(output, input=source, session=sp)
     marks["finished"] = time.time()
     workers = [w.ready_at for w in [*runner._idle, *runner._busy.values()]
                if getattr(w, "ready_at", None)] if hasattr(runner, "_idle") else []
-    tasks = {}
-    for key in {t.key for t in sp._last_graph}:
-        meta = os.path.join(root, "tasks", key, "meta.json")
-        if os.path.exists(meta):
-            with open(meta) as handle:
-                tasks[key] = json.load(handle).get("timings", {})
     sp.shutdown()
     marks["shut_down"] = time.time()
     # the parent's clock just before it spawned us (psutil's create_time is coarser)
