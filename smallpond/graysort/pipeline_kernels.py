@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from smallpond.errors import InputError
 from smallpond.graysort.buffers import records_buffer
@@ -235,17 +236,22 @@ def run_reduce(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
     clock.lap("gather" if indexed else "read")
     order = sort_order(records)
     clock.lap("sort")
+    digest = xxhash.xxh3_64()
     summary = _write_sorted(records, order, os.path.join(ctx.output_dir, "part-00000.dat"),
-                            params.get("summary", True), clock)
+                            params.get("summary", True), clock, digest)
     meta = {"records": total, "summary": summary_to_json(summary) if summary else None,
             "timings": clock.phases}
-    return [{"name": "part-00000.dat", "num_rows": total}, _write_meta(ctx, meta)]
+    # the manifest's checksum of the file (execute.file_checksum's format) from the blocks as
+    # they went out: reading the file back would read it from disk (O_DIRECT left no cache)
+    return [{"name": "part-00000.dat", "num_rows": total,
+             "checksum": f"xxh3_64:{digest.hexdigest()}"}, _write_meta(ctx, meta)]
 
 
 def _write_sorted(records: np.ndarray, order: np.ndarray, path: str, summarize: bool,
-                  clock: _Clock) -> Summary | None:
-    """Gather the records in `order` block by block into aligned buffers, summarize each
-    block, and write it (the previous block is written while this one is gathered)."""
+                  clock: _Clock, digest) -> Summary | None:
+    """Gather the records in `order` block by block into aligned buffers, summarize and
+    digest each block, and write it (the previous block is written while this one is
+    gathered)."""
     parts = []
     with BlockWriter(path, WRITE_CHUNK * RECORD_SIZE) as writer:
         for lo in range(0, len(order), WRITE_CHUNK):
@@ -256,6 +262,7 @@ def _write_sorted(records: np.ndarray, order: np.ndarray, path: str, summarize: 
             if summarize:
                 parts.append(summarize_records(block))
                 clock.lap("validate")
+            digest.update(block)
             writer.submit(block.nbytes)
             clock.lap("write")
     clock.lap("write")

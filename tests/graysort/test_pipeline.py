@@ -15,7 +15,7 @@ from smallpond.graysort import job
 from smallpond.graysort.checksum import checksum_records
 from smallpond.graysort.direct_io import BlockWriter
 from smallpond.graysort.gensort import generate_records
-from smallpond.graysort.pipeline import run_pipeline, source_ranges
+from smallpond.graysort.pipeline import plan_pipeline, run_pipeline, source_ranges
 from smallpond.graysort.sorting import destinations, keys_as_bytes, sort_order
 from smallpond.graysort.sources import file_records, release_files
 from smallpond.graysort.valsort import summarize_file
@@ -204,3 +204,17 @@ def test_killed_sort_worker_is_replaced_and_the_output_stays_valid(local_sp, tmp
     assert result.valid
     written = b"".join(open(f, "rb").read() for f in result.output_files)
     assert written == records[_reference_order(records)].tobytes()
+
+
+def test_sort_task_manifest_checksum_is_the_files_checksum(local_sp, tmp_path):
+    from smallpond.runners.execute import file_checksum, load_committed
+
+    path = tmp_path / "in.dat"
+    path.write_bytes(generate_records(5, 70_000).tobytes())  # more than one output block
+    ranges, identities = source_ranges(None, str(path))
+    graph, _, reduces = plan_pipeline(ranges, identities, 2, 2, shuffle="index")
+    local_sp.run_graph(graph, what="test")
+    for task in reduces:
+        output = load_committed(local_sp.config.data_root, task.key)
+        dat = next(f for f in output.files if f.name.endswith(".dat"))
+        assert dat.checksum == file_checksum(output.path(dat))
