@@ -66,19 +66,33 @@ class ForkServer:
         reported it; None if it did not within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while pid not in self._exits:
-            left = deadline - time.monotonic()
-            self._control.settimeout(max(left, 0.0) if left > 0 else 0.0)
-            try:
-                message = self._control.recv(_MAX_MESSAGE)
-            except (BlockingIOError, TimeoutError, InterruptedError, OSError):
-                message = None
-            finally:
-                self._control.settimeout(None)
-            if not message:
+            if not self._read_exit(max(0.0, deadline - time.monotonic())):
                 return None
-            _, dead, code = message.split()
-            self._exits[int(dead)] = int(code)
         return self._exits.pop(pid)
+
+    def collect_exits(self) -> None:
+        """Take the pending exit reports off the socket (so that it never fills up)."""
+        while self._read_exit(0.0):
+            pass
+        while len(self._exits) > 1000:  # reports nobody asked for: workers we killed
+            self._exits.pop(next(iter(self._exits)))
+
+    def _read_exit(self, timeout: float) -> bool:
+        try:
+            self._control.settimeout(timeout)
+            message = self._control.recv(_MAX_MESSAGE)
+        except OSError:  # nothing within the timeout, or the server is gone
+            return False
+        finally:
+            try:
+                self._control.settimeout(None)
+            except OSError:
+                pass
+        if not message:
+            return False
+        _, dead, code = message.split()
+        self._exits[int(dead)] = int(code)
+        return True
 
     def spawn(self) -> Connection:
         """A connection to a new worker. Returns at once: the worker is forked when the server

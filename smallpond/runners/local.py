@@ -46,6 +46,7 @@ class _Worker:
     """The driver's handle on one worker: its socket, and its pid once it said hello."""
 
     def __init__(self, server: ForkServer):
+        self.server = server
         self.conn: Connection = server.spawn()
         self.pid: int | None = None
         self.ready_at: float | None = None  # time.time() when the worker said hello
@@ -117,6 +118,7 @@ class LocalRunner(Runner):
             self._server = ForkServer()
             if self._preloaded:
                 self._server.preload(self._preloaded)
+        self._server.collect_exits()
         return _Worker(self._server)
 
     def _start_workers(self) -> None:
@@ -210,7 +212,7 @@ class LocalRunner(Runner):
                 return value
             except (EOFError, OSError):
                 pass
-        code = self._server.exit_code(worker.pid, timeout=5) if worker.pid else None
+        code = worker.server.exit_code(worker.pid, timeout=5) if worker.pid else None
         task = worker.task
         what = f"{task.describe()} ({task.summary()})" if task else "a task"
         return WorkerLost(f"worker pid {worker.pid or '?'} running {what} {exit_reason(code)}")
