@@ -4,8 +4,10 @@ The loops are written as LLVM IR with llvmlite and compiled in about 0.1 s (the 
 unrolled: only instruction selection runs), where numba's first call costs about a second per
 process (its import, its CPU target, and scipy's BLAS probe). Per record length, one module:
 
-    crc_sum(data, count, stride) -> u64      sum of the zlib CRC-32 of `count` records,
-                                             slicing-by-8, two records interleaved
+    crc_sum(data, count, stride) -> u64      sum of the zlib CRC-32 of `count` records: by
+                                             carry-less multiplication on x86 (crc_fold.py,
+                                             ~10 GB/s), else slicing-by-8 with two records
+                                             interleaved (~3 GB/s)
     gather(src, index, count, dst)           dst[i] = src[index[i]] (rows of `length` bytes),
                                              the rows 16 ahead prefetched: gathers from a
                                              mapped file or in sorted order wait on memory,
@@ -21,6 +23,8 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+from smallpond.graysort import crc_fold
 
 __all__ = ["compiled", "Loops", "slicing_tables", "compiled_crc_sum", "gather_rows"]
 
@@ -56,7 +60,7 @@ def slicing_tables() -> np.ndarray:
 class _Emitter:
     """IR building blocks shared by the loops of one module."""
 
-    def __init__(self, length: int):
+    def __init__(self, length: int, clmul: bool):
         from llvmlite import ir
 
         self.ir, self.length = ir, length
@@ -71,6 +75,17 @@ class _Emitter:
         p8 = self.i8.as_pointer()
         self.prefetch = ir.Function(self.module, ir.FunctionType(
             ir.VoidType(), [p8, self.i32, self.i32, self.i32]), _prefetch_name())
+        if clmul:  # carry-less multiplication (crc_fold.py)
+            self.folded = crc_fold.constants(length)
+            fold_type = ir.ArrayType(self.i32, crc_fold.PRODUCT_BYTES * 256)
+            self.fold_tables = ir.GlobalVariable(self.module, fold_type, "fold_tables")
+            self.fold_tables.global_constant = True
+            self.fold_tables.linkage = "internal"
+            self.fold_tables.initializer = ir.Constant(
+                fold_type, [v for row in self.folded[1] for v in row])
+            vector = ir.VectorType(self.i64, 2)
+            self.clmul = ir.Function(self.module, ir.FunctionType(
+                vector, [vector, vector, self.i8]), "llvm.x86.pclmulqdq")
         self.b = None
 
     def const(self, type_, value):
@@ -129,13 +144,21 @@ class _Emitter:
                 offset += size
 
 
+def has_clmul() -> bool:
+    """Whether this CPU multiplies carry-less (x86 PCLMULQDQ)."""
+    import llvmlite.binding as llvm
+
+    return (llvm.get_process_triple().startswith("x86_64")
+            and bool(llvm.get_host_cpu_features().get("pclmul")))
+
+
 def _prefetch_name() -> str:
     import llvmlite.binding as llvm
 
     return "llvm.prefetch.p0" if llvm.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
-def _crc_sum(e: _Emitter) -> None:
+def _crc_sum(e: _Emitter, crcs) -> None:
     ir, i64 = e.ir, e.i64
     function = ir.Function(e.module, ir.FunctionType(i64, [e.i8.as_pointer(), i64, i64]),
                            "crc_sum")
@@ -152,8 +175,8 @@ def _crc_sum(e: _Emitter) -> None:
     b.cbranch(b.icmp_signed("<=", b.add(i, e.const(i64, LANES)), count), wide_body,
               narrow_check)
     b.position_at_start(wide_body)
-    values = e.crcs([b.gep(data, [b.mul(b.add(i, e.const(i64, lane)), stride)], inbounds=True)
-                     for lane in range(LANES)])
+    values = crcs([b.gep(data, [b.mul(b.add(i, e.const(i64, lane)), stride)], inbounds=True)
+                   for lane in range(LANES)])
     new_total = total
     for value in values:
         new_total = b.add(new_total, value)
@@ -166,7 +189,7 @@ def _crc_sum(e: _Emitter) -> None:
     subtotal.add_incoming(total, wide)
     b.cbranch(b.icmp_signed("<", j, count), narrow, done)
     b.position_at_start(narrow)
-    value = e.crcs([b.gep(data, [b.mul(j, stride)], inbounds=True)])[0]
+    value = crcs([b.gep(data, [b.mul(j, stride)], inbounds=True)])[0]
     j.add_incoming(b.add(j, e.const(i64, 1)), narrow)
     subtotal.add_incoming(b.add(subtotal, value), narrow)
     b.branch(narrow_check)
@@ -204,7 +227,9 @@ def _gather(e: _Emitter) -> None:
     b.ret_void()
 
 
-def _compile(length: int) -> Loops:
+def _compile(length: int, clmul: bool | None = None) -> Loops:
+    """Compile the loops; the CRC by carry-less multiplication where the CPU has it (or as
+    `clmul` says), else slicing-by-8."""
     import llvmlite.binding as llvm
 
     try:
@@ -213,10 +238,15 @@ def _compile(length: int) -> Loops:
         pass
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    emitter = _Emitter(length)
-    _crc_sum(emitter)
+    features = llvm.get_host_cpu_features()
+    if clmul is None:
+        clmul = has_clmul()
+    emitter = _Emitter(length, clmul)
+    _crc_sum(emitter, (lambda records: crc_fold.emit_crcs(emitter, records)) if clmul
+             else emitter.crcs)
     _gather(emitter)
-    target = llvm.Target.from_default_triple().create_target_machine(opt=3)
+    target = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=features.flatten(), opt=3)
     parsed = llvm.parse_assembly(str(emitter.module))
     parsed.verify()
     engine = llvm.create_mcjit_compiler(parsed, target)

@@ -197,3 +197,24 @@ def test_compiled_gather_checks_bounds():
         gather_rows(source, np.array([3]), out)
     with pytest.raises(IndexError):
         gather_rows(source, np.array([-1]), out)
+
+
+@given(length=st.integers(1, 130), seed=st.integers(0, 2**32 - 1))
+def test_folded_crc_reference_equals_zlib(length, seed):
+    from smallpond.graysort.crc_fold import constants, reference_crc
+
+    record = np.random.default_rng(seed).integers(0, 256, length, dtype=np.uint8).tobytes()
+    assert reference_crc(record, constants(length)) == zlib.crc32(record)
+
+
+@pytest.mark.parametrize("clmul", [True, False])
+@pytest.mark.parametrize("length", [100, 7, 8, 64, 90, 129])
+def test_both_compiled_crc_loops_equal_zlib(clmul, length):
+    from smallpond.graysort import jit
+
+    if clmul and not jit.has_clmul():
+        pytest.skip("this CPU has no carry-less multiply; the slicing-by-8 loop is used")
+    loops = jit._compile(length, clmul=clmul)
+    records = np.random.default_rng(length).integers(0, 256, (301, length + 3), dtype=np.uint8)
+    expected = sum(zlib.crc32(r[:length].tobytes()) for r in records)
+    assert loops.crc_sum(records.ctypes.data, len(records), length + 3) == expected
