@@ -8,6 +8,10 @@ process (its import, its CPU target, and scipy's BLAS probe). Per record length,
                                              carry-less multiplication on x86 (crc_fold.py,
                                              ~10 GB/s), else slicing-by-8 with two records
                                              interleaved (~3 GB/s)
+    order_stats(data, count, stride, stats)  10-byte big-endian keys at the start of each
+                                             record against the record before: stats[0] =
+                                             out of order, stats[1] = equal, stats[2] = first
+                                             out-of-order index (-1: none)
     gather(src, index, count, dst)           dst[i] = src[index[i]] (rows of `length` bytes),
                                              the rows 16 ahead prefetched: gathers from a
                                              mapped file or in sorted order wait on memory,
@@ -26,7 +30,8 @@ import numpy as np
 
 from smallpond.graysort import crc_fold
 
-__all__ = ["compiled", "Loops", "slicing_tables", "compiled_crc_sum", "gather_rows"]
+__all__ = ["compiled", "Loops", "slicing_tables", "compiled_crc_sum", "gather_rows",
+           "order_stats", "has_clmul"]
 
 LANES = 2  # records interleaved per iteration of crc_sum (4 measured no faster)
 PREFETCH = 16  # rows ahead that a gather asks the memory system for
@@ -39,6 +44,7 @@ class Loops:
     """Callables taking addresses (ints) and counts; see the module docstring."""
 
     crc_sum: ctypes._CFuncPtr
+    order_stats: ctypes._CFuncPtr | None  # records of at least 10 bytes
     gather: ctypes._CFuncPtr
 
 
@@ -75,6 +81,10 @@ class _Emitter:
         p8 = self.i8.as_pointer()
         self.prefetch = ir.Function(self.module, ir.FunctionType(
             ir.VoidType(), [p8, self.i32, self.i32, self.i32]), _prefetch_name())
+        self.bswap64 = ir.Function(self.module, ir.FunctionType(self.i64, [self.i64]),
+                                   "llvm.bswap.i64")
+        self.bswap16 = ir.Function(self.module, ir.FunctionType(self.i16, [self.i16]),
+                                   "llvm.bswap.i16")
         if clmul:  # carry-less multiplication (crc_fold.py)
             self.folded = crc_fold.constants(length)
             fold_type = ir.ArrayType(self.i32, crc_fold.PRODUCT_BYTES * 256)
@@ -197,6 +207,48 @@ def _crc_sum(e: _Emitter, crcs) -> None:
     b.ret(subtotal)
 
 
+def _order_stats(e: _Emitter) -> None:
+    ir, i64, i16 = e.ir, e.i64, e.i16
+    function = ir.Function(e.module, ir.FunctionType(
+        ir.VoidType(), [e.i8.as_pointer(), i64, i64, i64.as_pointer()]), "order_stats")
+    data, count, stride, stats = function.args
+    entry, loop, body, done = (function.append_basic_block(n)
+                               for n in ("entry", "loop", "body", "done"))
+    e.b = b = ir.IRBuilder(entry)
+
+    def key(index):
+        record = b.gep(data, [b.mul(index, stride)], inbounds=True)
+        return (b.call(e.bswap64, [e.load(record, 0, i64)]),
+                b.call(e.bswap16, [e.load(record, 8, i16)]))
+
+    b.branch(loop)
+    b.position_at_start(loop)
+    i = b.phi(i64, "i")
+    carried = [b.phi(i64, n) for n in ("unordered", "equal", "first")]
+    i.add_incoming(e.const(i64, 1), entry)
+    for phi, start in zip(carried, (0, 0, -1)):
+        phi.add_incoming(e.const(i64, start), entry)
+    b.cbranch(b.icmp_signed("<", i, count), body, done)
+    b.position_at_start(body)
+    (prefix, suffix), (before, before_suffix) = key(i), key(b.sub(i, e.const(i64, 1)))
+    same = b.icmp_unsigned("==", prefix, before)
+    less = b.or_(b.icmp_unsigned("<", prefix, before),
+                 b.and_(same, b.icmp_unsigned("<", suffix, before_suffix)))
+    equal = b.and_(same, b.icmp_unsigned("==", suffix, before_suffix))
+    unordered, equals, first = carried
+    first_now = b.icmp_signed("<", first, e.const(i64, 0))
+    following = [b.add(unordered, b.zext(less, i64)), b.add(equals, b.zext(equal, i64)),
+                 b.select(b.and_(less, first_now), i, first)]
+    i.add_incoming(b.add(i, e.const(i64, 1)), body)
+    for phi, value in zip(carried, following):
+        phi.add_incoming(value, body)
+    b.branch(loop)
+    b.position_at_start(done)
+    for slot, value in enumerate(carried):
+        b.store(value, b.gep(stats, [e.const(i64, slot)]))
+    b.ret_void()
+
+
 def _gather(e: _Emitter) -> None:
     ir, i64 = e.ir, e.i64
     p8 = e.i8.as_pointer()
@@ -245,6 +297,8 @@ def _compile(length: int, clmul: bool | None = None) -> Loops:
     _crc_sum(emitter, (lambda records: crc_fold.emit_crcs(emitter, records)) if clmul
              else emitter.crcs)
     _gather(emitter)
+    if length >= 10:
+        _order_stats(emitter)
     target = llvm.Target.from_default_triple().create_target_machine(
         cpu=llvm.get_host_cpu_name(), features=features.flatten(), opt=3)
     parsed = llvm.parse_assembly(str(emitter.module))
@@ -256,6 +310,8 @@ def _compile(length: int, clmul: bool | None = None) -> Loops:
     vp, i64 = ctypes.c_void_p, ctypes.c_int64
     return Loops(
         crc_sum=ctypes.CFUNCTYPE(ctypes.c_uint64, vp, i64, i64)(address("crc_sum")),
+        order_stats=ctypes.CFUNCTYPE(None, vp, i64, i64, vp)(address("order_stats"))
+        if length >= 10 else None,
         gather=ctypes.CFUNCTYPE(None, vp, vp, i64, vp)(address("gather")))
 
 
@@ -277,6 +333,18 @@ def compiled_crc_sum(length: int):
     """`f(address, count, stride)` summing CRC-32s, or None (see `compiled`)."""
     loops = compiled(length)
     return loops.crc_sum if loops else None
+
+
+def order_stats(records: np.ndarray) -> tuple[int, int, int | None] | None:
+    """(out of order, equal, first out-of-order index or None) of the 10-byte keys leading
+    (n, L) uint8 rows, compared with the row before; None where not compiled."""
+    loops = compiled(records.shape[1]) if records.ndim == 2 and records.strides[1] == 1 \
+        else None
+    if loops is None or loops.order_stats is None:
+        return None
+    stats = np.zeros(3, dtype=np.int64)
+    loops.order_stats(records.ctypes.data, len(records), records.strides[0], stats.ctypes.data)
+    return int(stats[0]), int(stats[1]), None if stats[2] < 0 else int(stats[2])
 
 
 def gather_rows(source: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:

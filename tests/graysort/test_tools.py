@@ -218,3 +218,16 @@ def test_both_compiled_crc_loops_equal_zlib(clmul, length):
     records = np.random.default_rng(length).integers(0, 256, (301, length + 3), dtype=np.uint8)
     expected = sum(zlib.crc32(r[:length].tobytes()) for r in records)
     assert loops.crc_sum(records.ctypes.data, len(records), length + 3) == expected
+
+
+@given(keys=st.lists(st.tuples(st.sampled_from([b"\0" * 8, b"\1" * 8, b"\xff" * 8]),
+                               st.binary(min_size=2, max_size=2)).map(b"".join),
+                     min_size=0, max_size=200), pad=st.integers(0, 90))
+def test_compiled_order_check_equals_numpy(keys, pad):
+    from smallpond.graysort.jit import order_stats
+    from smallpond.graysort.valsort import _order_stats_numpy
+
+    records = np.zeros((len(keys), 10 + pad), dtype=np.uint8)
+    if keys:
+        records[:, :10] = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 10)
+    assert order_stats(records) == _order_stats_numpy(records[:, :10])
