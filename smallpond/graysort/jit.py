@@ -338,6 +338,8 @@ def compiled_crc_sum(length: int):
 def order_stats(records: np.ndarray) -> tuple[int, int, int | None] | None:
     """(out of order, equal, first out-of-order index or None) of the 10-byte keys leading
     (n, L) uint8 rows, compared with the row before; None where not compiled."""
+    if len(records) < 2:
+        return 0, 0, None
     loops = compiled(records.shape[1]) if records.ndim == 2 and records.strides[1] == 1 \
         else None
     if loops is None or loops.order_stats is None:
