@@ -114,6 +114,11 @@ def _report(trace: dict, run, records: int, results_dir: str, notify) -> str:
              "a partition's next task may start before its stage ends)", "",
              markdown_table(["phase", "from", "to", "seconds"],
                             [[n, f"{a:.2f}", f"{b:.2f}", f"{b - a:.2f}"] for n, a, b in steps]),
+             "", "## CPU seconds by process (before shutdown)", "",
+             markdown_table(["process", "CPU s"],
+                            [[name, f"{value:.2f}"] for name, value in
+                             trace.get("cpu", {}).items()]
+                            + [["tasks (inside the workers)", f"{task_cpu:.2f}"]]),
              "", "## Task phases, summed over all tasks", "",
              markdown_table(
                  ["task", "phase", "wall s", "CPU s", "minor faults", "new anonymous MiB"],

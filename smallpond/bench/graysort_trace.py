@@ -43,6 +43,7 @@ def main(source: str, output: str, root: str, trace_path: str) -> None:
     marks["finished"] = time.time()
     workers = [w.ready_at for w in [*runner._idle, *runner._busy.values()]
                if getattr(w, "ready_at", None)] if hasattr(runner, "_idle") else []
+    cpu = _process_cpu(runner)
     sp.shutdown()
     marks["shut_down"] = time.time()
     # the parent's clock just before it spawned us (psutil's create_time is coarser)
@@ -54,9 +55,27 @@ def main(source: str, output: str, root: str, trace_path: str) -> None:
     marks["process_created"] = float(spawned)
     with open(trace_path, "w") as handle:
         json.dump({"marks": marks, "events": events, "workers_ready": workers,
-                   "server_created": server,
+                   "server_created": server, "cpu": cpu,
                    "tasks": tasks, "phases": result.phases, "valid": result.valid,
                    "partitions": result.partitions}, handle)
+
+
+def _process_cpu(runner) -> dict:
+    """CPU seconds so far of the driver, the fork server and each worker."""
+    import psutil
+
+    def seconds(pid: int) -> float:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return times.user + times.system
+
+    cpu = {"driver": seconds(os.getpid())}
+    if hasattr(runner, "_server"):
+        cpu["fork server"] = seconds(runner._server.process.pid)
+        cpu["workers"] = sum(seconds(pid) for pid in runner.worker_pids)
+    return cpu
 
 
 if __name__ == "__main__":
