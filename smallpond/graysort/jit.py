@@ -31,7 +31,7 @@ import numpy as np
 from smallpond.graysort import crc_fold
 
 __all__ = ["compiled", "Loops", "slicing_tables", "compiled_crc_sum", "gather_rows",
-           "order_stats", "has_clmul"]
+           "order_stats", "has_clmul", "build"]
 
 LANES = 2  # records interleaved per iteration of crc_sum (4 measured no faster)
 PREFETCH = 16  # rows ahead that a gather asks the memory system for
@@ -279,9 +279,8 @@ def _gather(e: _Emitter) -> None:
     b.ret_void()
 
 
-def _compile(length: int, clmul: bool | None = None) -> Loops:
-    """Compile the loops; the CRC by carry-less multiplication where the CPU has it (or as
-    `clmul` says), else slicing-by-8."""
+def build(module_ir: str):
+    """Compile LLVM IR for this CPU; the engine (and its code) lives as long as the process."""
     import llvmlite.binding as llvm
 
     try:
@@ -290,7 +289,19 @@ def _compile(length: int, clmul: bool | None = None) -> Loops:
         pass
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    features = llvm.get_host_cpu_features()
+    target = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3)
+    parsed = llvm.parse_assembly(module_ir)
+    parsed.verify()
+    engine = llvm.create_mcjit_compiler(parsed, target)
+    engine.finalize_object()
+    _KEEP.append(engine)
+    return engine
+
+
+def _compile(length: int, clmul: bool | None = None) -> Loops:
+    """Compile the loops; the CRC by carry-less multiplication where the CPU has it (or as
+    `clmul` says), else slicing-by-8."""
     if clmul is None:
         clmul = has_clmul()
     emitter = _Emitter(length, clmul)
@@ -299,14 +310,7 @@ def _compile(length: int, clmul: bool | None = None) -> Loops:
     _gather(emitter)
     if length >= 10:
         _order_stats(emitter)
-    target = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=features.flatten(), opt=3)
-    parsed = llvm.parse_assembly(str(emitter.module))
-    parsed.verify()
-    engine = llvm.create_mcjit_compiler(parsed, target)
-    engine.finalize_object()
-    _KEEP.append(engine)
-    address = engine.get_function_address
+    address = build(str(emitter.module)).get_function_address
     vp, i64 = ctypes.c_void_p, ctypes.c_int64
     return Loops(
         crc_sum=ctypes.CFUNCTYPE(ctypes.c_uint64, vp, i64, i64)(address("crc_sum")),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from smallpond.graysort.buffers import array_buffer
+from smallpond.graysort.radix import MIN_COUNT as RADIX_MIN_COUNT
+from smallpond.graysort.radix import radix_sort
 from smallpond.graysort.records import KEY_SIZE, RECORD_SIZE, key_prefix_u64, key_suffix_u16
 
 __all__ = ["sort_order", "destinations", "keys_as_bytes", "prefixes"]
@@ -33,10 +35,10 @@ def prefixes(records: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 def sort_order(records: np.ndarray) -> np.ndarray:
     """Indices (int64) that order records by key; equal keys keep their input order.
 
-    One in-place sort of uint64 values that pack the key's 8-byte prefix (shifted to the
-    partition's own range: keys of a range partition share their top bits) above the record's
-    index; sorting values in place is several times faster than argsort and needs no second
-    array. Records whose packed prefixes tie (equal or nearly equal keys, common only for
+    One sort of uint64 values that pack the key's 8-byte prefix (shifted to the partition's
+    own range: keys of a range partition share their top bits) above the record's index:
+    sorting values (radix.py, or numpy's sort in place) is several times faster than
+    argsort. Records whose packed prefixes tie (equal or nearly equal keys, common only for
     skewed data) are then ordered exactly by all 10 key bytes.
     """
     n = len(records)
@@ -53,7 +55,14 @@ def sort_order(records: np.ndarray) -> np.ndarray:
         np.right_shift(packed, np.uint64(shift), out=packed)
     np.left_shift(packed, np.uint64(index_bits), out=packed)
     np.bitwise_or(packed, np.arange(n, dtype=np.uint64), out=packed)
-    packed.sort()
+    # by the key bits alone, stably (the index bits below are ascending already): the same
+    # order as sorting the whole values; the compiled radix sort is ~3x numpy's sort here
+    radixed = radix_sort(packed, array_buffer("sort-scratch", n, np.uint64), index_bits) \
+        if n >= RADIX_MIN_COUNT else None
+    if radixed is None:
+        packed.sort()
+    else:
+        packed = radixed
     order = (packed & np.uint64((1 << index_bits) - 1)).astype(np.int64)
     top = packed >> np.uint64(index_bits)
     if (top[1:] == top[:-1]).any():

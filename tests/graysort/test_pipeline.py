@@ -218,3 +218,37 @@ def test_sort_task_manifest_checksum_is_the_files_checksum(local_sp, tmp_path):
         output = load_committed(local_sp.config.data_root, task.key)
         dat = next(f for f in output.files if f.name.endswith(".dat"))
         assert dat.checksum == file_checksum(output.path(dat))
+
+
+@given(count=st.integers(0, 40_000), shift=st.integers(1, 63), seed=st.integers(0, 2**32 - 1),
+       values=st.sampled_from(["random", "few", "top"]))
+def test_radix_sort_equals_numpy_sort(count, shift, seed, values):
+    from smallpond.graysort.radix import radix_sort
+
+    rng = np.random.default_rng(seed)
+    if values == "random":
+        keys = rng.integers(0, 2**64 - 1, count, dtype=np.uint64, endpoint=True)
+    elif values == "few":  # most passes find every value in one bucket
+        keys = rng.choice(np.array([3, 2**40, 2**63 + 5], dtype=np.uint64), count)
+    else:  # the top digit's last bucket, the others all zero
+        keys = np.full(count, 2**64 - 1, dtype=np.uint64)
+        keys[: count // 2] = 0
+    packed = ((keys >> np.uint64(shift)) << np.uint64(shift)) \
+        | (np.arange(count, dtype=np.uint64) & np.uint64((1 << shift) - 1))
+    result = radix_sort(packed.copy(), np.empty_like(packed), shift)
+    if count:
+        assert result is not None
+        # stable by the bits from `shift` up: equal keys keep their input order
+        order = np.argsort(packed >> np.uint64(shift), kind="stable")
+        assert result.tolist() == packed[order].tolist()
+
+
+def test_sort_order_of_a_large_partition_takes_the_radix_sort(monkeypatch):
+    from smallpond.graysort import sorting
+
+    calls = []
+    real = sorting.radix_sort
+    monkeypatch.setattr(sorting, "radix_sort", lambda *a: calls.append(1) or real(*a))
+    records = _skewed(4, 60_000)
+    assert sorting.sort_order(records).tolist() == _reference_order(records).tolist()
+    assert calls  # the compiled path ran, and gave the reference's order
