@@ -113,7 +113,8 @@ def choose_shuffle(sp: Session, ranges: list[list]) -> str:
     return "index" if size <= psutil.virtual_memory().available // 2 else "records"
 
 
-PRELOAD = ("smallpond.graysort.kernels", "smallpond.graysort.checksum:warm")
+PRELOAD = ("smallpond.graysort.kernels", "smallpond.graysort.checksum:warm",
+           "smallpond.graysort.radix:warm")
 
 
 def run_pipeline(sp: Session, output: str, ranges: list[list], identities: list[str],

@@ -17,7 +17,7 @@ import ctypes
 
 import numpy as np
 
-__all__ = ["radix_sort", "DIGIT_BITS", "MIN_COUNT"]
+__all__ = ["radix_sort", "warm", "DIGIT_BITS", "MIN_COUNT"]
 
 DIGIT_BITS = 11
 BUCKETS = 1 << DIGIT_BITS
@@ -138,6 +138,11 @@ def _functions() -> dict[int, ctypes._CFuncPtr] | None:
         except Exception:  # llvmlite missing: numpy's sort takes over
             _FAILED = True
     return _FUNCTIONS
+
+
+def warm() -> None:
+    """Compile now (the fork server calls this before forking workers)."""
+    _functions()
 
 
 def radix_sort(values: np.ndarray, scratch: np.ndarray, shift: int) -> np.ndarray | None:
