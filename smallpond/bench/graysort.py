@@ -45,6 +45,7 @@ class _System:
     command: Callable[[str, str], list[str]]  # (output folder, scratch folder) -> argv
     env: dict | None = None
     warm: Callable[[str, str], list[str]] | None = None
+    creates_output: bool = False  # the command refuses an existing output folder
     results: dict[str, list[dict]] = field(default_factory=lambda: {"cold": [], "warm": []})
 
 
@@ -85,7 +86,8 @@ def _systems(source: str, runners, peers, partitions: int | None, notify) -> lis
             warm = partial(_peer_command, "smallpond", source, twice + flags) \
                 if runner == "local" else None
             systems.append(_System(f"smallpond graysort ({runner}, {label})",
-                                   partial(_cli_command, source, options + flags), warm=warm))
+                                   partial(_cli_command, source, options + flags), warm=warm,
+                                   creates_output=True))
     if "duckdb" in peers:
         systems.append(_System("DuckDB ORDER BY (a script)",
                                partial(_peer_command, "duckdb", source, []),
@@ -136,7 +138,7 @@ def _validate(folder: str, records: int, checksum: int) -> str:
 def _cold_run(system: _System, work: str, records: int, checksum: int) -> dict:
     scratch = tempfile.mkdtemp(prefix="run-", dir=work)
     out = os.path.join(scratch, "out")
-    if not system.name.startswith("smallpond graysort"):
+    if not system.creates_output:
         os.makedirs(out)
     load = os.getloadavg()[0]
     try:
