@@ -32,7 +32,8 @@ COLD_CLOCK = (
     "output checksums, order, merged summaries) and the commit of the part files. The input "
     "file is in the page cache for every system (each run reads the same file). CPU s: all "
     "processes of the run together (a cgroup per run; '-' where none can be made). Memory: "
-    "peak proportional set size (PSS) of the run's process tree, sampled every 50 ms.")
+    "peak proportional set size (PSS) of the run's process tree, sampled every 50 ms, and its "
+    "anonymous part (the rest is mapped files: smallpond maps the input from the page cache).")
 WARM_CLOCK = (
     "**Warm**: one fresh process per run sorts twice; the second sort is timed inside the "
     "process around the sort call (imports done, smallpond's workers up, memory touched once "
@@ -146,7 +147,8 @@ def _cold_run(system: _System, work: str, records: int, checksum: int) -> dict:
         status = _validate(out, records, checksum) if run.returncode == 0 else \
             f"FAILED ({run.returncode}): {run.stderr.strip()[-300:]}"
         return {"seconds": run.seconds, "cpu_seconds": run.cpu_seconds,
-                "peak_bytes": run.peak_bytes, "status": status, "load": load}
+                "peak_bytes": run.peak_bytes, "peak_anon_bytes": run.peak_anon_bytes,
+                "status": status, "load": load}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -166,8 +168,8 @@ def _warm_run(system: _System, work: str, records: int, checksum: int) -> dict:
             status = next((s for s in (_validate(os.path.join(out, f"run-{k}"), records, checksum)
                                        for k in (0, 1)) if s != "valid"), "valid")
         return {"seconds": times.get(1, float("nan")), "first_seconds": times.get(0),
-                "cpu_seconds": None, "peak_bytes": run.peak_bytes, "status": status,
-                "load": load}
+                "cpu_seconds": None, "peak_bytes": run.peak_bytes,
+                "peak_anon_bytes": run.peak_anon_bytes, "status": status, "load": load}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -186,7 +188,7 @@ def _table(systems: list[_System], mode: str, reference: str, megabytes: float) 
             continue
         runs = [r for r in all_runs if r["status"] == "valid"]
         if not runs:
-            rows.append([system.name, "-", "-", "-", "-", "-", "-",
+            rows.append([system.name, "-", "-", "-", "-", "-", "-", "-",
                          f"0/{len(all_runs)}: {all_runs[-1]['status'][:120]}"])
             continue
         seconds = [r["seconds"] for r in runs]
@@ -197,9 +199,10 @@ def _table(systems: list[_System], mode: str, reference: str, megabytes: float) 
             f"{median / base:.2f}" if base else "-",
             f"{statistics.median(cpu):.2f}" if cpu else "-",
             f"{statistics.median(r['peak_bytes'] for r in runs) / 2**20:.0f}",
+            f"{statistics.median(r.get('peak_anon_bytes', 0) for r in runs) / 2**20:.0f}",
             f"{megabytes / median:.0f}", f"{len(runs)}/{len(all_runs)} valid"])
     return markdown_table(["system", "median s", "min-max s", f"time / {reference.split()[0]}",
-                           "CPU s", "peak MiB", "MB/s", "outputs"], rows)
+                           "CPU s", "peak MiB", "of which anonymous", "MB/s", "outputs"], rows)
 
 
 def run_graysort_benchmark(gigabytes: float = 1.0, runners: tuple[str, ...] = ("local",),

@@ -108,7 +108,8 @@ def _report(trace: dict, run, records: int, results_dir: str, notify) -> str:
              f"One fresh `smallpond graysort --input` process (validation on, output "
              f"{'valid' if trace['valid'] else 'INVALID'}): wall {run.seconds:.2f} s, CPU "
              + (f"{run.cpu_seconds:.2f} s" if run.cpu_seconds is not None else "-")
-             + f" (tasks {task_cpu:.2f} s), peak PSS {run.peak_bytes / 2**20:.0f} MiB; "
+             + f" (tasks {task_cpu:.2f} s), peak PSS {run.peak_bytes / 2**20:.0f} MiB "
+             f"({run.peak_anon_bytes / 2**20:.0f} MiB anonymous, the rest the mapped input); "
              f"load average {os.getloadavg()[0]:.1f} after the run.", "",
              "## Timeline (seconds since the process was created; stages overlap a little: "
              "a partition's next task may start before its stage ends)", "",
