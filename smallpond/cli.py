@@ -100,19 +100,29 @@ def bench_core(gb: float, partitions: int | None, results_dir: str) -> None:
 
 
 @bench.command("graysort")
-@click.option("--gb", type=float, default=1.0, show_default=True)
-@click.option("--runners", default="local,ray", show_default=True, help="comma-separated")
-@click.option("--peers", default="duckdb,polars,smallpond015", show_default=True)
+@click.option("--gb", type=float, default=1.0, show_default=True, help="input size to generate")
+@click.option("--input", "input_path", default=None, help="sort this .dat file instead")
+@click.option("--runners", default="local", show_default=True, help="comma-separated")
+@click.option("--peers", default="duckdb,polars", show_default=True,
+              help="duckdb, polars, smallpond015 (builds a venv: downloads)")
 @click.option("--partitions", type=int, default=None)
-@click.option("--repeat", type=int, default=1, show_default=True)
-@click.option("--results-dir", default="benchmarks/results", show_default=True)
-def bench_graysort(gb, runners, peers, partitions, repeat, results_dir) -> None:
-    """GraySort vs DuckDB ORDER BY, Polars and smallpond 0.15 on the same input."""
+@click.option("--rounds", type=int, default=3, show_default=True, help="runs per system")
+@click.option("--modes", default="cold,warm", show_default=True,
+              help="cold: fresh process per run; warm: second sort in a process")
+@click.option("--pause", type=float, default=2.0, show_default=True,
+              help="seconds between runs")
+@click.option("--results-dir", default=None,
+              help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
+@click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
+def bench_graysort(gb, input_path, runners, peers, partitions, rounds, modes, pause, results_dir,
+                   work_dir) -> None:
+    """GraySort vs DuckDB ORDER BY and Polars (and smallpond 0.15), each a fresh process."""
     from smallpond.bench.graysort import run_graysort_benchmark
 
-    click.echo(run_graysort_benchmark(gb, tuple(runners.split(",")),
-                                      tuple(p for p in peers.split(",") if p), partitions,
-                                      repeat, results_dir))
+    click.echo(run_graysort_benchmark(
+        gb, tuple(r for r in runners.split(",") if r), tuple(p for p in peers.split(",") if p),
+        partitions, rounds, results_dir, tuple(m for m in modes.split(",") if m), pause,
+        work_dir, input_path, notify=lambda line: click.echo(line, err=True)))
 
 
 @bench.command("runners")
@@ -133,13 +143,47 @@ def bench_runners(gb, partitions, runners, sort_method, repeat, results_dir) -> 
 
 @bench.command("graysort-profile")
 @click.option("--gb", type=float, default=1.0, show_default=True)
+@click.option("--input", "input_path", default=None, help="profile sorting this .dat file")
 @click.option("--partitions", type=int, default=None)
-@click.option("--results-dir", default="benchmarks/results", show_default=True)
-def bench_graysort_profile(gb, partitions, results_dir) -> None:
-    """Where GraySort's time goes: stage task times and a profile of a map and a sort task."""
+@click.option("--results-dir", default=None,
+              help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
+@click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
+def bench_graysort_profile(gb, input_path, partitions, results_dir, work_dir) -> None:
+    """Where a cold `smallpond graysort` spends its time: timeline and task phases."""
     from smallpond.bench.graysort_profile import run_graysort_profile
 
-    click.echo(run_graysort_profile(gb, partitions, results_dir))
+    click.echo(run_graysort_profile(gb, partitions, results_dir, input_path, work_dir,
+                                    notify=lambda line: click.echo(line, err=True)))
+
+
+@bench.command("scaling")
+@click.option("--workers", default="1,2,4,8,16", show_default=True, help="comma-separated")
+@click.option("--graysort-gb", type=float, default=4.0, show_default=True, help="0: skip")
+@click.option("--hash-gb", type=float, default=4.0, show_default=True, help="0: skip")
+@click.option("--rounds", type=int, default=1, show_default=True)
+@click.option("--results-dir", default=None,
+              help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
+@click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
+def bench_scaling(workers, graysort_gb, hash_gb, rounds, results_dir, work_dir) -> None:
+    """GraySort and a hash shuffle with 1..16 workers, each run a fresh process."""
+    from smallpond.bench.scaling import run_scaling_benchmark
+
+    click.echo(run_scaling_benchmark(tuple(int(w) for w in workers.split(",") if w),
+                                     graysort_gb, hash_gb, rounds, results_dir, work_dir,
+                                     notify=lambda line: click.echo(line, err=True)))
+
+
+@bench.command("cold-start")
+@click.option("--rounds", type=int, default=5, show_default=True)
+@click.option("--results-dir", default=None,
+              help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
+@click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
+def bench_cold_start(rounds, results_dir, work_dir) -> None:
+    """Fresh process to first result: import smallpond, init, a tiny job."""
+    from smallpond.bench.cold_start import run_cold_start_benchmark
+
+    click.echo(run_cold_start_benchmark(rounds, results_dir, work_dir,
+                                        notify=lambda line: click.echo(line, err=True)))
 
 
 def runner_options(function):

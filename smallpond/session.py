@@ -12,9 +12,6 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from smallpond.config import Config, resolve_config
 from smallpond.errors import ConfigError, DiskFullError, PlanError
 from smallpond.io.commit import write_json_atomic
@@ -25,6 +22,8 @@ from smallpond.logical.nodes import Node, ReadOptions, Scan
 from smallpond.runners.base import Runner, TaskEvent
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from smallpond.dataframe import DataFrame
 
 __all__ = ["Session", "init"]
@@ -134,6 +133,9 @@ class Session:
 
     def from_arrow(self, table: pa.Table | pa.RecordBatch) -> DataFrame:
         """An Arrow table as one partition (stored once under data_root by content hash)."""
+        import pyarrow as pa  # here, not at import: `init()` starts workers before it loads
+        import pyarrow.parquet as pq
+
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
         if not isinstance(table, pa.Table):
@@ -164,6 +166,7 @@ class Session:
     def from_pandas(self, df) -> DataFrame:
         """A pandas DataFrame as one partition."""
         import pandas as pd
+        import pyarrow as pa
 
         if not isinstance(df, pd.DataFrame):
             raise PlanError(f"from_pandas needs a pandas DataFrame, got {type(df).__name__}")
@@ -176,6 +179,8 @@ class Session:
 
     def from_items(self, items: Iterable[Any]) -> DataFrame:
         """A list of dicts (one row each) or of plain values (column `item`)."""
+        import pyarrow as pa
+
         if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
             raise PlanError(f"from_items needs a list of rows, got {type(items).__name__}")
         items = list(items)

@@ -28,12 +28,54 @@ def test_graysort_command_sorts_validates_and_valsort_agrees(tmp_path, engine):
     assert "Records: 30000" in check.output
 
 
-def test_graysort_bench_command_writes_reports(tmp_path):
-    results = tmp_path / "results"
-    output = CliRunner().invoke(main, [
-        "bench", "graysort", "--gb", "0.002", "--runners", "local", "--peers", "duckdb",
-        "--results-dir", str(results)])
+def _bench(tmp_path, *arguments: str):
+    """Run `smallpond bench ...` with results and a work folder under tmp_path."""
+    results, work = tmp_path / "results", tmp_path / "work"
+    work.mkdir()
+    output = CliRunner().invoke(main, ["bench", *arguments, "--results-dir", str(results),
+                                       "--work-dir", str(work)])
     assert output.exit_code == 0, output.output
-    assert "DuckDB ORDER BY" in output.output and "smallpond (local runner)" in output.output
-    assert output.output.count("| valid |") == 2
+    return output, results, work
+
+
+def test_graysort_bench_command_writes_reports(tmp_path):
+    output, results, work = _bench(tmp_path, "graysort", "--gb", "0.002", "--runners", "local",
+                                   "--peers", "duckdb", "--rounds", "2", "--pause", "0")
+    report = output.stdout
+    assert "## Cold" in report and "## Warm" in report
+    cold, warm = report.split("## Warm")
+    # every system ran as a fresh process twice per mode and valsort accepted each output
+    for table, systems in ((cold, 3), (warm, 3)):
+        assert table.count("| 2/2 valid |") == systems, table
+    assert "DuckDB ORDER BY" in cold and "smallpond graysort (local, validation on)" in cold
+    assert str(results) in output.stderr  # the report's folder is named
     assert {p.suffix for p in results.iterdir()} >= {".json", ".md"}
+    assert list(work.iterdir()) == []  # the fresh work folder is gone, nothing else written
+
+
+def test_scaling_bench_runs_fresh_processes_and_checks_outputs(tmp_path):
+    output, _, work = _bench(tmp_path, "scaling", "--workers", "1,2", "--graysort-gb", "0.001",
+                             "--hash-gb", "0.001")
+    assert output.stdout.count("| valid |") == 4  # two jobs x two worker counts, checked
+    assert list(work.iterdir()) == []
+
+
+def test_cold_start_bench_times_fresh_processes(tmp_path):
+    output, results, work = _bench(tmp_path, "cold-start", "--rounds", "1")
+    rows = [line for line in output.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| import smallpond", "| tiny job (import, init, first result, shutdown)",
+        "| DuckDB alone (import, query)"]
+    assert "failed" not in output.stdout and "first result" in rows[1]
+    assert list(work.iterdir()) == []
+
+
+def test_graysort_profile_traces_a_cold_run(tmp_path):
+    output, _, work = _bench(tmp_path, "graysort-profile", "--gb", "0.002", "--partitions", "3")
+    report = output.stdout
+    assert "output valid" in report and "3 partitions" in report
+    for phase in ("imports of the command", "fork server", "map stage", "sort stage"):
+        assert phase in report
+    for task, phase in (("map", "checksum"), ("reduce", "gather"), ("reduce", "validate")):
+        assert f"| {task} | {phase} |" in report
+    assert list(work.iterdir()) == []

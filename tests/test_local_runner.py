@@ -79,7 +79,7 @@ def test_killed_worker_task_is_retried(local_sp, tmp_path):
     def killer():
         deadline = time.time() + 20
         while time.time() < deadline and not killed:
-            busy = [w.process.pid for w in local_sp.runner._busy.values()]
+            busy = [w.pid for w in local_sp.runner._busy.values() if w.pid]
             if busy:
                 time.sleep(0.2)
                 os.kill(busy[0], signal.SIGKILL)

@@ -46,7 +46,7 @@ def busy_worker_pids(session, ray_root: int | None = None) -> list[int]:
     """Processes running one of the session's tasks right now."""
     runner = session.runner
     if runner.name == "local":
-        return sorted(w.process.pid for w in list(runner._busy.values()))
+        return sorted(w.pid for w in list(runner._busy.values()) if w.pid)
     return sorted(ray_task_pids(ray_root))
 
 

@@ -106,7 +106,7 @@ def iter_record_batches(start: int, count: int, batch_records: int = 1 << 20,
 def write_gensort_file(path: str, count: int, start: int = 0, ascii: bool = False,
                        batch_records: int = 1 << 20) -> int:
     """Write a gensort file in bounded memory (temporary name, then rename); return checksum."""
-    from smallpond.graysort.checksum import checksum_records  # numba: imported when needed
+    from smallpond.graysort.checksum import checksum_records  # compiles its loop on import
 
     temporary = f"{path}.tmp-{os.getpid()}"
     total = 0

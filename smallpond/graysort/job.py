@@ -12,19 +12,18 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 import smallpond
 from smallpond.config import check_partitions
-from smallpond.dataframe import DataFrame, compute_many
 from smallpond.errors import ConfigError, InputError, PlanError
-from smallpond.graysort.kernels import table_to_records
 from smallpond.io.files import FileSlice, expand_paths, file_identity, named_folders
-from smallpond.io.output import check_output, write_output
-from smallpond.logical.nodes import KernelMap, ReadOptions, Scan
-from smallpond.session import Session
+
+if TYPE_CHECKING:  # imported where used: the record pipeline's driver needs none of them,
+    import pyarrow as pa  # and `init()` should start the workers as early as possible
+
+    from smallpond.dataframe import DataFrame
+    from smallpond.session import Session
 
 __all__ = ["GraySortResult", "run", "input_dataframe", "auto_partitions", "CHUNK_RECORDS"]
 
@@ -80,6 +79,8 @@ class GraySortResult:
 
 
 def _generate_chunk(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
     from smallpond.graysort.gensort import generate_records
     from smallpond.graysort.records import records_to_table
 
@@ -89,6 +90,9 @@ def _generate_chunk(table: pa.Table) -> pa.Table:
 
 
 def _read_chunk(table: pa.Table) -> pa.Table:
+    import numpy as np
+    import pyarrow as pa
+
     from smallpond.graysort.records import records_to_table
 
     parts = []
@@ -101,7 +105,10 @@ def _read_chunk(table: pa.Table) -> pa.Table:
 
 
 def _checksum_chunk(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
     from smallpond.graysort.checksum import checksum_records
+    from smallpond.graysort.kernels import table_to_records
 
     return pa.table({"records": [table.num_rows],
                      "checksum": [format(checksum_records(table_to_records(table)), "x")]})
@@ -146,11 +153,16 @@ def input_dataframe(sp: Session, partitions: int, records: int | None = None,
     return source.map_batches(_read_chunk, batch_size=1), sum(i["count"] for i in items)
 
 
+PARTITION_RECORDS = 1_250_000  # 125 MB: a sort task's buffers stay small and warm
+
+
 def auto_partitions(records: int, workers: int, memory_per_task: int) -> int:
-    """Four partitions per worker (smaller sort buffers, better balance), more when a partition
-    would not fit a task's budget: a sort task holds its partition and its order, plus slack."""
+    """Four partitions per worker (better balance), partitions of at most PARTITION_RECORDS
+    (a worker's sort buffers are as large as its partition, and fresh memory costs 1-2 s per
+    GiB of page faults on our VMs), and more when a partition would not fit a task's budget:
+    a sort task holds its partition and its order, plus slack."""
     per_partition = max(1, memory_per_task // (RECORD * 5 // 2))
-    return max(4 * workers, -(-records // per_partition))
+    return max(4 * workers, -(-records // PARTITION_RECORDS), -(-records // per_partition))
 
 
 def _sum_checksums(df: DataFrame) -> tuple[int, int]:
@@ -159,7 +171,9 @@ def _sum_checksums(df: DataFrame) -> tuple[int, int]:
 
 
 def _validate(sp: Session, files: list[str]):
+    from smallpond.dataframe import DataFrame
     from smallpond.graysort.valsort import Summary, merge
+    from smallpond.logical.nodes import KernelMap, ReadOptions, Scan
 
     slices = tuple((FileSlice(f, format="dat"),) for f in files)
     scan = Scan(slices, ReadOptions("dat"), tuple(file_identity(f) for f in files))
@@ -211,6 +225,8 @@ def run(output: str, records: int | None = None, input: str | None = None,
         inputs = [*expand_paths(input, suffixes=(".dat", ".parquet")), *named_folders(input)]
     sp = session or smallpond.init(**init_options)
     try:
+        from smallpond.io.output import check_output  # after init: workers start meanwhile
+
         output = check_output(output, mode, inputs, sp.config.data_root)
         parquet = input is not None and all(f.endswith(".parquet") for f in inputs
                                             if not os.path.isdir(f))
@@ -221,13 +237,18 @@ def run(output: str, records: int | None = None, input: str | None = None,
             ranges, identities = source_ranges(records, input)
             partitions = partitions or sp.config.partitions or auto_partitions(
                 sum(r[-1] for r in ranges), sp.config.num_executors, sp.config.memory_per_task)
-            files, count, input_checksum = run_pipeline(sp, output, ranges, identities,
-                                                        partitions, checksum=validate,
-                                                        mode=mode, inputs=inputs)
+            files, count, input_checksum, summary = run_pipeline(
+                sp, output, ranges, identities, partitions, checksum=validate, mode=mode,
+                inputs=inputs)
             input_records = count
             phases["sort + write"] = time.perf_counter() - start
         else:
+            from smallpond.dataframe import DataFrame, compute_many
+            from smallpond.io.output import write_output
+            from smallpond.logical.nodes import KernelMap
+
             partitions = partitions or sp.config.partitions or 2 * sp.config.num_executors
+            summary = None
             source, count = input_dataframe(sp, partitions, records, input)
             input_records, input_checksum = _sum_checksums(source) if validate \
                 else (count, None)
@@ -244,7 +265,7 @@ def run(output: str, records: int | None = None, input: str | None = None,
         result.count_tasks(sp.events[events_before:])
         if validate:
             start = time.perf_counter()
-            summary = _validate(sp, files)
+            summary = summary or _validate(sp, files)  # the pipeline's sort tasks made it
             phases["validate"] = time.perf_counter() - start
             result.output_checksum = summary.checksum
             result.duplicates = summary.duplicates

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from smallpond.graysort.checksum import checksum_records
+from smallpond.graysort.jit import order_stats
 from smallpond.graysort.records import KEY_SIZE, RECORD_SIZE, key_prefix_u64, key_suffix_u16
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "report_lines",
     "write_summaries",
     "read_summaries",
+    "summary_to_json",
+    "summary_from_json",
 ]
 
 CHUNK_RECORDS = 1 << 20
@@ -61,14 +64,21 @@ def summarize_records(records: np.ndarray) -> Summary:
     if n == 0:
         return EMPTY
     keys = records[:, :KEY_SIZE]
+    stats = order_stats(records)  # compiled; numpy where it is not
+    if stats is None:
+        stats = _order_stats_numpy(keys)
+    unordered, equal, first = stats
+    return Summary(keys[0].tobytes(), keys[-1].tobytes(), n, checksum_records(records),
+                   unordered, equal, first)
+
+
+def _order_stats_numpy(keys: np.ndarray) -> tuple[int, int, int | None]:
     prefix, suffix = key_prefix_u64(keys), key_suffix_u16(keys)
     same_prefix = prefix[1:] == prefix[:-1]
     less = (prefix[1:] < prefix[:-1]) | (same_prefix & (suffix[1:] < suffix[:-1]))
     equal = same_prefix & (suffix[1:] == suffix[:-1])
     unordered = int(less.sum())
-    first = int(np.argmax(less)) + 1 if unordered else None
-    return Summary(keys[0].tobytes(), keys[-1].tobytes(), n, checksum_records(records),
-                   unordered, int(equal.sum()), first)
+    return unordered, int(equal.sum()), int(np.argmax(less)) + 1 if unordered else None
 
 
 def _join(left: Summary, right: Summary) -> Summary:
@@ -160,3 +170,18 @@ def read_summaries(path: str) -> list[Summary]:
                               int.from_bytes(checksum, "little"), unordered, duplicates,
                               None if first_bad < 0 else first_bad))
     return result
+
+
+def summary_to_json(summary: Summary) -> dict:
+    return {"first_key": summary.first_key.hex() if summary.first_key is not None else None,
+            "last_key": summary.last_key.hex() if summary.last_key is not None else None,
+            "records": summary.records, "checksum": format(summary.checksum, "x"),
+            "unordered": summary.unordered, "duplicates": summary.duplicates,
+            "first_unordered": summary.first_unordered}
+
+
+def summary_from_json(data: dict) -> Summary:
+    return Summary(bytes.fromhex(data["first_key"]) if data["first_key"] else None,
+                   bytes.fromhex(data["last_key"]) if data["last_key"] else None,
+                   data["records"], int(data["checksum"], 16), data["unordered"],
+                   data["duplicates"], data["first_unordered"])

@@ -8,10 +8,12 @@ import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import fsspec
+from typing import TYPE_CHECKING
 
 from smallpond.errors import InputError
+
+if TYPE_CHECKING:
+    import fsspec
 
 __all__ = ["FileSlice", "expand_paths", "file_identity", "filesystem_for", "named_folders",
            "duckdb_path", "writer_staging", "WRITER_MARK"]
@@ -36,6 +38,8 @@ def filesystem_for(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     A URL whose file system needs a package that is not installed raises InputError naming
     the package (fsspec's own ImportError says which).
     """
+    import fsspec  # here, not at import: local paths never need it
+
     try:
         fs, inner = fsspec.core.url_to_fs(path)
     except ImportError as error:

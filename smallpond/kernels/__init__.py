@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-__all__ = ["get_kernel", "register_kernel"]
+__all__ = ["get_kernel", "register_kernel", "load_builtin_kernels"]
 
 _KERNELS: dict[str, Callable] = {}
+_BUILTIN_LOADED = False
 
 
 def register_kernel(name: str, function: Callable) -> None:
@@ -19,17 +20,22 @@ def register_kernel(name: str, function: Callable) -> None:
 
 
 def get_kernel(name: str) -> Callable:
-    if not _KERNELS:
-        _load_builtin()
-    if name not in _KERNELS and "." in name:
-        importlib.import_module(f"smallpond.{name.split('.', 1)[0]}.kernels")
+    if name not in _KERNELS:
+        if "." in name:
+            importlib.import_module(f"smallpond.{name.split('.', 1)[0]}.kernels")
+        else:
+            load_builtin_kernels()
     try:
         return _KERNELS[name]
     except KeyError:
         raise KeyError(f"unknown kernel {name!r}; known: {sorted(_KERNELS)}") from None
 
 
-def _load_builtin() -> None:
+def load_builtin_kernels() -> None:
+    """Import and register the built-in kernels (workers preload them before forking)."""
+    global _BUILTIN_LOADED
+    if _BUILTIN_LOADED:
+        return
     from smallpond.kernels.python_map import run_python
     from smallpond.kernels.sample import run_boundaries, run_sample
     from smallpond.kernels.shuffle import run_shuffle
@@ -40,3 +46,4 @@ def _load_builtin() -> None:
     register_kernel("shuffle", run_shuffle)
     register_kernel("sample", run_sample)
     register_kernel("boundaries", run_boundaries)
+    _BUILTIN_LOADED = True

@@ -1,8 +1,10 @@
 """The embedded runner: a supervised pool of long-lived worker processes on this machine.
 
-Workers are fresh interpreters (forking a process where DuckDB threads run can deadlock),
-kept warm between jobs, and watched: a worker that dies mid-task is replaced and its task
-re-queued by the scheduling loop. Workers die with the driver (parent-death signal + pipe EOF).
+Workers are forks of a fork server that has already imported the heavy modules (see
+forkserver.py); the server starts when the runner does (at `init()`) and workers are asked
+for at once, so they are ready while the user builds a plan. Workers are kept warm between
+jobs and watched: a worker that dies mid-task is replaced and its task re-queued by the
+scheduling loop. Workers die with the driver (parent-death signals + socket EOF).
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ import itertools
 import os
 import pickle
 import signal
-import socket
-import subprocess
-import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from multiprocessing.connection import Connection, wait
 
 from smallpond.config import Config
@@ -23,6 +23,7 @@ from smallpond.limits import OomWatch
 from smallpond.planner.graph import Task, TaskOutput
 from smallpond.runners.base import Runner, WorkerLost
 from smallpond.runners.execute import ExecSettings, remove_attempt_leftovers
+from smallpond.runners.forkserver import ForkServer
 
 __all__ = ["LocalRunner", "exit_reason"]
 
@@ -40,33 +41,62 @@ def exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+HELLO_TIMEOUT = 60.0  # seconds a new worker may take to come up (the server imports first)
+
+
 class _Worker:
-    """A worker process started as `python -m smallpond.runners.worker` on a socket pair.
+    """The driver's handle on one worker: its socket, and its pid once it said hello."""
 
-    Not multiprocessing's spawn: that re-imports the user's __main__ script in every worker,
-    which breaks scripts without an `if __name__ == "__main__"` guard (0.15 scripts have none).
-    """
-
-    def __init__(self):
-        parent, child = socket.socketpair()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "smallpond.runners.worker", str(child.fileno())],
-            pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        child.close()
-        self.conn = Connection(parent.detach())
+    def __init__(self, server: ForkServer):
+        self.server = server
+        self.conn: Connection = server.spawn()
+        self.pid: int | None = None
+        self.ready_at: float | None = None  # time.time() when the worker said hello
         self.task: Task | None = None
+        self.closed = False
+
+    def read_hello(self, timeout: float | None = 0.0) -> bool:
+        """Learn the pid from the worker's first message; False if it died before."""
+        if self.pid is not None:
+            return True
+        if self.closed:
+            return False
+        try:
+            if not self.conn.poll(timeout):
+                return False
+            kind, pid, ready_at = pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            self.closed = True
+            return False
+        self.pid, self.ready_at = (pid, ready_at) if kind == "hello" else (None, None)
+        return self.pid is not None
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        """For an idle worker: nothing but hello is ever pending, so a readable socket past
+        hello means EOF (it died)."""
+        if self.closed:
+            return False
+        if self.pid is None:
+            self.read_hello()
+            return not self.closed
+        try:
+            return not self.conn.poll(0)
+        except OSError:
+            return False
+
+    def send(self, message: tuple) -> None:
+        self.conn.send_bytes(pickle.dumps(message))
 
     def kill(self) -> None:
-        if self.alive():
-            self.process.kill()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - kill -9 does not take this long
-            pass
+        if not self.closed and self.pid is None and self.task is not None:
+            # a task was sent: learn the pid so that it cannot run on unseen
+            self.read_hello(HELLO_TIMEOUT)
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.closed = True
         self.conn.close()
 
 
@@ -77,19 +107,55 @@ class LocalRunner(Runner):
 
     def __init__(self, config: Config):
         super().__init__(config)
+        self._server = ForkServer()
+        self._preloaded: list[str] = []
         self._idle: list[_Worker] = []
         self._busy: dict[int, _Worker] = {}
         self._handles = itertools.count()
         self._oom = OomWatch()
         self._start_workers()
 
+    def _new_worker(self) -> _Worker:
+        if not self._server.alive():  # killed from outside: its workers died with it
+            self._server.close()
+            self._server = ForkServer()
+            if self._preloaded:
+                self._server.preload(self._preloaded)
+        self._server.collect_exits()
+        return _Worker(self._server)
+
     def _start_workers(self) -> None:
         while len(self._idle) + len(self._busy) < self.config.num_executors:
-            self._idle.append(_Worker())
+            self._idle.append(self._new_worker())
+
+    def preload(self, names: Sequence[str]) -> None:
+        """Import modules (or call `module:function`) in every worker before its next task,
+        and in the fork server, so that workers forked later have them too."""
+        names = [n for n in names if n not in self._preloaded]
+        if not names:
+            return
+        self._preloaded.extend(names)
+        self._server.preload(names)
+        for worker in self._idle:
+            try:
+                worker.send(("preload", names))
+            except OSError:
+                pass  # dead: replaced at its next use
+
+    def call_in_workers(self, names: Sequence[str]) -> None:
+        """Have every idle worker import `module` or call `module:function` (in the
+        background: before its next task)."""
+        for worker in self._idle:
+            try:
+                worker.send(("preload", list(names)))
+            except OSError:
+                pass
 
     @property
     def worker_pids(self) -> list[int]:
-        return [w.process.pid for w in [*self._idle, *self._busy.values()]]
+        """Pids of the workers (waits for those that are still starting)."""
+        workers = [*self._idle, *self._busy.values()]
+        return [w.pid for w in workers if w.read_hello(HELLO_TIMEOUT)]
 
     def capacity(self) -> int:
         return self.config.num_executors
@@ -106,52 +172,60 @@ class LocalRunner(Runner):
     def submit(self, task: Task, inputs: list[list[FileSlice]], settings: ExecSettings) -> int:
         self._start_workers()
         worker = self._idle.pop()
-        while not worker.alive():
+        while True:
+            if worker.alive():
+                try:
+                    worker.task = task
+                    worker.send(("task", task, inputs, settings))
+                    break
+                except OSError:
+                    pass
+            worker.task = None
             worker.kill()
-            worker = _Worker()
-        worker.task = task
-        worker.conn.send_bytes(pickle.dumps((task, inputs, settings)))
+            worker = self._new_worker()
         handle = next(self._handles)
         self._busy[handle] = worker
         return handle
 
     def wait(self, handles: Iterable[int], timeout: float | None = None,
              ) -> list[tuple[int, TaskOutput | BaseException]]:
-        by_object = {}
-        for handle in handles:
-            worker = self._busy[handle]
-            by_object[worker.conn] = handle
-        ready = wait(list(by_object), timeout)
-        results = []
-        for handle in dict.fromkeys(by_object[obj] for obj in ready):
-            worker = self._busy.pop(handle)
-            result = self._receive(worker)
-            if isinstance(result, WorkerLost):
-                self._discard(worker)
-            else:
-                worker.task = None
-                self._idle.append(worker)
-            results.append((handle, result))
-        return results
+        by_conn = {self._busy[handle].conn: handle for handle in handles}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            results = []
+            for conn in wait(list(by_conn), left):
+                handle = by_conn[conn]
+                worker = self._busy[handle]
+                if worker.pid is None and worker.read_hello() and not worker.conn.poll(0):
+                    continue  # only its hello had arrived: the task is still running
+                self._busy.pop(handle)
+                del by_conn[conn]
+                result = self._receive(worker)
+                if isinstance(result, WorkerLost):
+                    self._discard(worker)
+                else:
+                    worker.task = None
+                    self._idle.append(worker)
+                results.append((handle, result))
+            if results or (deadline is not None and time.monotonic() >= deadline):
+                return results
 
     def _receive(self, worker: _Worker) -> TaskOutput | BaseException:
-        try:
-            if worker.conn.poll():
+        if not worker.closed:
+            try:
                 ok, value = pickle.loads(worker.conn.recv_bytes())
                 return value
-        except (EOFError, OSError):
-            pass
-        try:
-            code = worker.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
+            except (EOFError, OSError):
+                pass
+        code = worker.server.exit_code(worker.pid, timeout=5) if worker.pid else None
         task = worker.task
         what = f"{task.describe()} ({task.summary()})" if task else "a task"
         reason = exit_reason(code)
         oom = code == -signal.SIGKILL and self._oom.struck()
         if oom:
             reason += " (the kernel's OOM killer: out of memory)"
-        return WorkerLost(f"worker pid {worker.process.pid} running {what} {reason}", oom=oom)
+        return WorkerLost(f"worker pid {worker.pid or '?'} running {what} {reason}", oom=oom)
 
     def _discard(self, worker: _Worker) -> None:
         task = worker.task
@@ -168,5 +242,6 @@ class LocalRunner(Runner):
     def shutdown(self) -> None:
         self.cancel(list(self._busy))
         for worker in self._idle:
-            worker.kill()
+            worker.conn.close()  # an idle worker exits at EOF; the server's exit ends it too
         self._idle.clear()
+        self._server.close()

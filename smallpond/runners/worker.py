@@ -1,11 +1,18 @@
-"""Entry point of an embedded-runner worker process: `python -m smallpond.runners.worker FD`."""
+"""The loop of an embedded-runner worker: a fork of the fork server (see forkserver.py).
+
+Protocol on the worker's socket (pickled tuples): the worker first sends ("hello", pid, time
+it was ready); then
+the driver sends ("task", task, inputs, settings), answered by (ok, output or error), or
+("preload", names), answered by nothing. EOF ends the worker.
+"""
 
 from __future__ import annotations
 
-import ctypes
+import os
 import pickle
 import signal
 import sys
+import time
 from multiprocessing.connection import Connection
 
 import cloudpickle
@@ -15,26 +22,25 @@ from smallpond.errors import TaskError
 __all__ = ["serve"]
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a killed driver leaves no orphans
-    except OSError:  # not Linux: EOF on the socket still ends an idle worker
-        pass
-
-
 def serve(conn: Connection) -> None:
-    """Receive a task, execute it, send back its output or its error; until EOF."""
-    _die_with_parent()
+    """Say hello, then run tasks and send back their output or error; until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C cancels
     from smallpond.runners.execute import execute_task
+    from smallpond.runners.forkserver import preload
 
+    try:
+        conn.send_bytes(pickle.dumps(("hello", os.getpid(), time.time())))
+    except OSError:  # the driver is gone (or gave up on this worker)
+        return
     while True:
         try:
-            message = conn.recv_bytes()
+            message = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        task, inputs, settings = pickle.loads(message)
+        if message[0] == "preload":
+            preload(message[1])
+            continue
+        _, task, inputs, settings = message
         try:
             reply = (True, execute_task(task, inputs, settings))
         except Exception as error:
@@ -44,8 +50,14 @@ def serve(conn: Connection) -> None:
         except Exception:
             payload = pickle.dumps((False, TaskError(f"{task.describe()} failed: {reply[1]!r}",
                                                      stage=task.stage, partition=task.partition)))
-        conn.send_bytes(payload)
+        try:
+            conn.send_bytes(payload)
+        except OSError:
+            return
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # a worker as a fresh interpreter (without the fork server)
+    from smallpond.runners.forkserver import die_with_parent
+
+    die_with_parent(os.getppid())
     serve(Connection(int(sys.argv[1])))

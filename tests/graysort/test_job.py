@@ -98,6 +98,7 @@ def test_partitions_grow_when_data_outgrows_task_memory():
     from smallpond.graysort.job import auto_partitions
 
     assert auto_partitions(10_000_000, 2, 8 << 30) == 8  # 1 GB fits: four per worker
+    assert auto_partitions(40_000_000, 2, 8 << 30) == 32  # 4 GB: 125 MB partitions
     # 40 GB with 1 GiB per task: each partition at most ~430 MB (held twice while sorting)
     parts = auto_partitions(400_000_000, 2, 1 << 30)
     assert parts >= 94 and 400_000_000 * 100 / parts * 2.5 <= (1 << 30) * 1.01

@@ -148,3 +148,86 @@ def test_numpy_checksum_path_equals_zlib(data):
 
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, 100)
     assert [int(c) for c in record_crcs(records)] == [zlib.crc32(r.tobytes()) for r in records]
+
+
+@given(length=st.integers(1, 130), rows=st.integers(0, 70), pad=st.integers(0, 9),
+       seed=st.integers(0, 2**32 - 1))
+def test_compiled_checksum_any_length_and_row_stride(length, rows, pad, seed):
+    from smallpond.graysort.jit import compiled_crc_sum
+
+    wide = np.random.default_rng(seed).integers(0, 256, (rows, length + pad), dtype=np.uint8)
+    records = wide[:, :length]  # rows `length + pad` bytes apart
+    expected = sum(zlib.crc32(r.tobytes()) for r in records)
+    assert compiled_crc_sum(length) is not None  # the compiled loop, not the numpy fallback
+    assert checksum_records(records) == expected
+
+
+def test_checksum_is_the_compiled_loop_in_workers_too(local_sp):
+    import pyarrow as pa
+
+    def probe(table: pa.Table) -> pa.Table:
+        from smallpond.graysort.jit import _COMPILED
+
+        return pa.table({"compiled": [_COMPILED.get(100) is not None]})
+
+    local_sp.runner.preload(["smallpond.graysort.checksum:warm"])
+    assert local_sp.from_items([1]).map_batches(probe).take_all() == [{"compiled": True}]
+
+
+@given(rows=st.integers(0, 300), length=st.sampled_from([1, 7, 64, 100, 129]),
+       picks=st.integers(0, 500), seed=st.integers(0, 2**32 - 1))
+def test_compiled_gather_equals_numpy_take(rows, length, picks, seed):
+    from smallpond.graysort.jit import compiled, gather_rows
+
+    rng = np.random.default_rng(seed)
+    source = rng.integers(0, 256, (rows, length), dtype=np.uint8)
+    index = rng.integers(0, max(rows, 1), picks if rows else 0).astype(np.int64)
+    out = np.empty((len(index), length), dtype=np.uint8)
+    assert compiled(length) is not None
+    gather_rows(source, index, out)
+    assert (out == source[index]).all()
+
+
+def test_compiled_gather_checks_bounds():
+    from smallpond.graysort.jit import gather_rows
+
+    source = np.zeros((3, 100), dtype=np.uint8)
+    out = np.empty((1, 100), dtype=np.uint8)
+    with pytest.raises(IndexError):
+        gather_rows(source, np.array([3]), out)
+    with pytest.raises(IndexError):
+        gather_rows(source, np.array([-1]), out)
+
+
+@given(length=st.integers(1, 130), seed=st.integers(0, 2**32 - 1))
+def test_folded_crc_reference_equals_zlib(length, seed):
+    from smallpond.graysort.crc_fold import constants, reference_crc
+
+    record = np.random.default_rng(seed).integers(0, 256, length, dtype=np.uint8).tobytes()
+    assert reference_crc(record, constants(length)) == zlib.crc32(record)
+
+
+@pytest.mark.parametrize("clmul", [True, False])
+@pytest.mark.parametrize("length", [100, 7, 8, 64, 90, 129])
+def test_both_compiled_crc_loops_equal_zlib(clmul, length):
+    from smallpond.graysort import jit
+
+    if clmul and not jit.has_clmul():
+        pytest.skip("this CPU has no carry-less multiply; the slicing-by-8 loop is used")
+    loops = jit._compile(length, clmul=clmul)
+    records = np.random.default_rng(length).integers(0, 256, (301, length + 3), dtype=np.uint8)
+    expected = sum(zlib.crc32(r[:length].tobytes()) for r in records)
+    assert loops.crc_sum(records.ctypes.data, len(records), length + 3) == expected
+
+
+@given(keys=st.lists(st.tuples(st.sampled_from([b"\0" * 8, b"\1" * 8, b"\xff" * 8]),
+                               st.binary(min_size=2, max_size=2)).map(b"".join),
+                     min_size=0, max_size=200), pad=st.integers(0, 90))
+def test_compiled_order_check_equals_numpy(keys, pad):
+    from smallpond.graysort.jit import order_stats
+    from smallpond.graysort.valsort import _order_stats_numpy
+
+    records = np.zeros((len(keys), 10 + pad), dtype=np.uint8)
+    if keys:
+        records[:, :10] = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 10)
+    assert order_stats(records) == _order_stats_numpy(records[:, :10])
