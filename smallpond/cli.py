@@ -89,8 +89,8 @@ def bench() -> None:
 
 
 @bench.command("core")
-@click.option("--gb", type=float, default=1.0, show_default=True, help="input size")
-@click.option("--partitions", type=int, default=None, help="shuffle partitions")
+@click.option("--gb", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="input size")
+@click.option("--partitions", type=click.IntRange(min=1), default=None, help="shuffle partitions")
 @click.option("--results-dir", default="benchmarks/results", show_default=True)
 def bench_core(gb: float, partitions: int | None, results_dir: str) -> None:
     """Session start, task overhead, and a hash repartition + aggregate vs DuckDB."""
@@ -100,13 +100,13 @@ def bench_core(gb: float, partitions: int | None, results_dir: str) -> None:
 
 
 @bench.command("graysort")
-@click.option("--gb", type=float, default=1.0, show_default=True, help="input size to generate")
+@click.option("--gb", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="input size to generate")
 @click.option("--input", "input_path", default=None, help="sort this .dat file instead")
 @click.option("--runners", default="local", show_default=True, help="comma-separated")
 @click.option("--peers", default="duckdb,polars", show_default=True,
               help="duckdb, polars, smallpond015 (builds a venv: downloads)")
-@click.option("--partitions", type=int, default=None)
-@click.option("--rounds", type=int, default=3, show_default=True, help="runs per system")
+@click.option("--partitions", type=click.IntRange(min=1), default=None)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="runs per system")
 @click.option("--modes", default="cold,warm", show_default=True,
               help="cold: fresh process per run; warm: second sort in a process")
 @click.option("--pause", type=float, default=2.0, show_default=True,
@@ -126,12 +126,12 @@ def bench_graysort(gb, input_path, runners, peers, partitions, rounds, modes, pa
 
 
 @bench.command("runners")
-@click.option("--gb", type=float, default=1.0, show_default=True, help="input size")
-@click.option("--partitions", type=int, default=None, help="shuffle partitions")
+@click.option("--gb", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="input size")
+@click.option("--partitions", type=click.IntRange(min=1), default=None, help="shuffle partitions")
 @click.option("--runners", default="local,ray", show_default=True, help="comma-separated")
 @click.option("--sort", "sort_method", type=click.Choice(["range", "hash"]), default="range",
               show_default=True, help="repartition before partial_sort")
-@click.option("--repeat", type=int, default=10, show_default=True, help="trivial-job runs")
+@click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="trivial-job runs")
 @click.option("--results-dir", default="benchmarks/results", show_default=True)
 def bench_runners(gb, partitions, runners, sort_method, repeat, results_dir) -> None:
     """The embedded runner vs the Ray runner: aggregate, sort, task overhead."""
@@ -142,9 +142,9 @@ def bench_runners(gb, partitions, runners, sort_method, repeat, results_dir) -> 
 
 
 @bench.command("graysort-profile")
-@click.option("--gb", type=float, default=1.0, show_default=True)
+@click.option("--gb", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option("--input", "input_path", default=None, help="profile sorting this .dat file")
-@click.option("--partitions", type=int, default=None)
+@click.option("--partitions", type=click.IntRange(min=1), default=None)
 @click.option("--results-dir", default=None,
               help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
 @click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
@@ -160,7 +160,7 @@ def bench_graysort_profile(gb, input_path, partitions, results_dir, work_dir) ->
 @click.option("--workers", default="1,2,4,8,16", show_default=True, help="comma-separated")
 @click.option("--graysort-gb", type=float, default=4.0, show_default=True, help="0: skip")
 @click.option("--hash-gb", type=float, default=4.0, show_default=True, help="0: skip")
-@click.option("--rounds", type=int, default=1, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--results-dir", default=None,
               help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
 @click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
@@ -174,7 +174,7 @@ def bench_scaling(workers, graysort_gb, hash_gb, rounds, results_dir, work_dir) 
 
 
 @bench.command("cold-start")
-@click.option("--rounds", type=int, default=5, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--results-dir", default=None,
               help="default: benchmarks/results of the checkout, else ~/.smallpond/bench-results")
 @click.option("--work-dir", default=None, help="where the fresh work folder goes (temp)")
@@ -193,7 +193,7 @@ def runner_options(function):
                      help="where tasks run (default: local, or ray with --ray-address)"),
         click.option("--ray-address", default=None, help="Ray cluster to run on"),
         click.option("--data-root", default=None, help="folder for task outputs (resume)"),
-        click.option("--partitions", type=int, default=None, help="partitions of the job"),
+        click.option("--partitions", type=click.IntRange(min=1), default=None, help="partitions of the job"),
     ]
     for option in reversed(options):
         function = option(function)

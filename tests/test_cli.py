@@ -79,3 +79,14 @@ def test_graysort_profile_traces_a_cold_run(tmp_path):
     for task, phase in (("map", "checksum"), ("reduce", "gather"), ("reduce", "validate")):
         assert f"| {task} | {phase} |" in report
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("arguments", [
+    ["graysort", "--gb", "-1"], ["graysort", "--gb", "0"], ["core", "--partitions", "0"],
+    ["graysort", "--rounds", "0"], ["runners", "--repeat", "-3"],
+])
+def test_bench_refuses_sizes_and_counts_that_are_not_positive(tmp_path, arguments):
+    result = CliRunner().invoke(main, ["bench", *arguments, "--results-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "is not in the range" in result.output
+    assert not (tmp_path / "r").exists()
