@@ -193,7 +193,7 @@ def runner_options(function):
                      help="where tasks run (default: local, or ray with --ray-address)"),
         click.option("--ray-address", default=None, help="Ray cluster to run on"),
         click.option("--data-root", default=None, help="folder for task outputs (resume)"),
-        click.option("--partitions", type=click.IntRange(min=1), default=None, help="partitions of the job"),
+        click.option("--partitions", type=int, default=None, help="partitions of the job"),
     ]
     for option in reversed(options):
         function = option(function)
