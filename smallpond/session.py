@@ -181,13 +181,15 @@ class Session:
         """A list of dicts (one row each) or of plain values (column `item`)."""
         import pyarrow as pa
 
+        from smallpond.io.arrow import table_from_rows, table_from_values
+
         if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
             raise PlanError(f"from_items needs a list of rows, got {type(items).__name__}")
         items = list(items)
         try:
             if items and all(isinstance(i, dict) for i in items):
-                return self.from_arrow(pa.Table.from_pylist(items))
-            return self.from_arrow(pa.table({"item": items}))
+                return self.from_arrow(table_from_rows(items))
+            return self.from_arrow(table_from_values(items))
         except (pa.ArrowException, ValueError, TypeError) as error:
             raise PlanError(f"from_items: the values do not make one table (each column needs "
                             f"one type): {error}") from error

@@ -11,17 +11,18 @@ the last bits, as in any parallel aggregation).
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import duckdb
-import sqlglot
-from sqlglot import exp
 
 from smallpond.errors import SmallpondError
 from smallpond.kernels.placeholders import substitute
-from smallpond.logical.aggregates import aggregate_calls, decompose, split_filter
 from smallpond.logical.nodes import Node, Repartition, SqlQuery
 from smallpond.logical.rules.base import Rule
 from smallpond.logical.schema import bind_types, infer_schema
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 __all__ = ["CombineAggregate"]
 
@@ -32,6 +33,9 @@ _BLOCKERS = ("with_", "joins", "distinct", "order", "limit", "offset", "qualify"
 
 def _shape(sql: str) -> exp.Select | None:
     """The query as a tree when it is one plain GROUP BY over its input, else None."""
+    import sqlglot  # here: a plan without a shuffle never pays for importing it
+    from sqlglot import exp
+
     try:
         tree = sqlglot.parse_one(substitute(sql, lambda i: INPUT, 1), read="duckdb")
     except Exception:  # not parseable here: leave it alone
@@ -78,6 +82,11 @@ class CombineAggregate(Rule):
 
     def _rewrite(self, node: SqlQuery, shuffle: Repartition, tree: exp.Select,
                  groups: list[str]) -> Node | None:
+        import sqlglot
+        from sqlglot import exp
+
+        from smallpond.logical.aggregates import aggregate_calls, decompose, split_filter
+
         schema = infer_schema(shuffle.source)
         if schema is None:
             return None

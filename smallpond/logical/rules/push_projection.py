@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import sqlglot
-from sqlglot import exp
-
 from smallpond.errors import SmallpondError
 from smallpond.kernels.placeholders import PARSE_VALUES, substitute
 from smallpond.logical.nodes import Node, Repartition, SqlQuery
@@ -24,6 +21,9 @@ SHUFFLES = ("hash", "expr", "random", "range")
 
 def referenced_columns(sql: str) -> set[str] | None:
     """Lower-cased names a statement may read (a superset), or None when it may read all."""
+    import sqlglot  # here: a plan without a shuffle never pays for importing it
+    from sqlglot import exp
+
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.SqlglotError:
