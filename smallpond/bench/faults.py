@@ -85,6 +85,8 @@ class KillAtFraction:
     ray_root: int | None = None
     killed: list[tuple[int, float, int]] = field(default_factory=list)  # (pid, time, finished)
     finished: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _poller: threading.Thread | None = field(default=None, repr=False)
 
     def __call__(self, event) -> None:
         if event.kind == "finished":
@@ -93,15 +95,33 @@ class KillAtFraction:
             return
         if self.finished < self.fraction * self.total:
             return
-        pids = busy_worker_pids(self.session, self.ray_root)
-        if not pids:
-            return  # nothing runs at this instant: try at the next event
-        victim = random.Random(self.seed).choice(pids)
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        self.killed.append((victim, time.time(), self.finished))
+        if not self._kill_one() and self._poller is None:
+            # nothing runs at this instant (the last tasks may be starting): look again
+            # every few milliseconds for a while, as later events may never come
+            self._poller = threading.Thread(target=self._poll, daemon=True)
+            self._poller.start()
+
+    def _kill_one(self) -> bool:
+        with self._lock:
+            if self.killed:
+                return True
+            pids = busy_worker_pids(self.session, self.ray_root)
+            if not pids:
+                return False
+            victim = random.Random(self.seed).choice(pids)
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                return False
+            self.killed.append((victim, time.time(), self.finished))
+            return True
+
+    def _poll(self, seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds
+        while self.finished < self.total and time.monotonic() < deadline:
+            if self._kill_one():
+                return
+            time.sleep(0.005)
 
 
 class OutputWatcher(threading.Thread):
