@@ -12,7 +12,7 @@ import pyarrow as pa
 from smallpond.errors import DiskFullError, InputError, OutOfMemoryError, SchemaMismatchError
 from smallpond.io.disk import is_disk_full, mount_point
 from smallpond.io.files import FileSlice, duckdb_path, filesystem_for
-from smallpond.io.parquet import check_same_schema, iter_slice_batches, slices_schema
+from smallpond.io.parquet import check_same_schema, iter_slice_batches, open_parquet, slices_schema
 from smallpond.kernels.context import TaskContext
 
 __all__ = ["connect", "register_inputs", "input_name", "sql_literal", "classify_duckdb_error"]
@@ -145,9 +145,39 @@ def _read_row_groups(con, slices, options, columns, name):
     if query is None:
         return _materialize_slices(con, slices, columns, name)
     try:
+        if _slices_bytes(slices) > _memory_limit(con) // 4:
+            # a large input streamed from many row-group ranges in order runs out of memory
+            # under a later ORDER BY (DuckDB keeps the scans' buffers); a temp table spills
+            table = f"{name}_table"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {query}")
+            return con.table(table)
         return con.sql(query)
     except duckdb.Error as error:
         raise _input_error(error, paths) from error
+
+
+_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+          "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def _memory_limit(con) -> int:
+    """The connection's memory_limit in bytes (DuckDB shows it as text, e.g. '244.1 MiB')."""
+    text = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    number, _, unit = str(text).strip().partition(" ")
+    try:
+        return int(float(number) * _UNITS.get(unit, 1))
+    except ValueError:
+        return 1 << 62
+
+
+def _slices_bytes(slices) -> int:
+    """Uncompressed bytes of the row groups the slices read (from their footers)."""
+    total = 0
+    for piece in slices:
+        meta = open_parquet(piece.path).metadata
+        groups = range(meta.num_row_groups) if piece.row_groups is None else piece.row_groups
+        total += sum(meta.row_group(g).total_byte_size for g in groups)
+    return total
 
 
 def _materialize_slices(con, slices, columns, name):

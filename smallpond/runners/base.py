@@ -83,6 +83,8 @@ class WorkerLost(Exception):
 
 EventCallback = Callable[[TaskEvent], None]
 
+THREAD_MEMORY = 128 << 20  # DuckDB streaming a Parquet scan in order needs ~100 MiB a thread
+
 logger = logging.getLogger(__name__)
 
 
@@ -221,6 +223,8 @@ class Runner(abc.ABC):
 
     def _settings(self, key: str, attempt: int, force: bool, threads: int) -> ExecSettings:
         config = self.config
+        # DuckDB's scans and sorts hold buffers per thread: a thread per THREAD_MEMORY of budget
+        threads = max(1, min(threads, config.memory_per_task // THREAD_MEMORY))
         return ExecSettings(config.data_root, self.scratch_dir, config.memory_per_task,
                             threads, force=force, attempt=new_attempt_id(key),
                             attempt_number=attempt, heartbeat_interval=self._beat_interval,
