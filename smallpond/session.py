@@ -16,7 +16,13 @@ from smallpond.config import Config, resolve_config
 from smallpond.errors import ConfigError, DiskFullError, PlanError
 from smallpond.io.commit import write_json_atomic
 from smallpond.io.disk import is_disk_full, mount_point
-from smallpond.io.files import FileSlice, expand_paths, file_identity, named_folders
+from smallpond.io.files import (
+    FileSlice,
+    expand_paths,
+    file_identity,
+    named_folders,
+    set_storage_options,
+)
 from smallpond.io.sessions import SessionArea, clean_dead_sessions
 from smallpond.logical.nodes import Node, ReadOptions, Scan
 from smallpond.runners.base import Runner, TaskEvent
@@ -92,9 +98,13 @@ class Session:
 
     # -- sources ----------------------------------------------------------------------------
     def _scan(self, paths, options: ReadOptions, recursive: bool = False,
-              suffixes: tuple[str, ...] = (".parquet",)) -> DataFrame:
+              suffixes: tuple[str, ...] = (".parquet",),
+              storage_options: dict | None = None) -> DataFrame:
         from smallpond.dataframe import DataFrame
 
+        if storage_options is not None:
+            set_storage_options([paths] if isinstance(paths, (str, os.PathLike)) else paths,
+                                storage_options)
         files = expand_paths(paths, recursive=recursive, suffixes=suffixes)
         identities = tuple(file_identity(f) for f in files)
         slices = tuple(FileSlice(f, format=options.format) for f in files)
@@ -102,34 +112,41 @@ class Session:
 
     def read_parquet(self, paths: str | Sequence[str], recursive: bool = False,
                      columns: Sequence[str] | None = None, union_by_name: bool = False,
-                     **kwargs) -> DataFrame:
+                     storage_options: dict | None = None, **kwargs) -> DataFrame:
         """Parquet files (paths, globs or folders) as one partition.
 
         Names starting with `_` or `.` (e.g. `_SUCCESS`) are skipped when a folder or glob
-        is expanded, unless named explicitly.
+        is expanded, unless named explicitly. `storage_options` go to fsspec for remote URLs
+        (e.g. `{"endpoint_url": ..., "key": ..., "secret": ...}` for s3://): they apply to
+        the URL's bucket in this session's processes and never enter plans or task keys.
         """
         _check_options(kwargs)
         options = ReadOptions("parquet", tuple(columns) if columns else None, union_by_name)
-        return self._scan(paths, options, recursive)
+        return self._scan(paths, options, recursive, storage_options=storage_options)
 
     def read_csv(self, paths: str | Sequence[str], schema: dict[str, str], delim: str = ",",
-                 header: bool = False, **kwargs) -> DataFrame:
+                 header: bool = False, storage_options: dict | None = None,
+                 **kwargs) -> DataFrame:
         """CSV files read by DuckDB with the given column types ({name: duckdb_type}).
 
         As in 0.15, every line is data (no header line) unless `header=True`.
+        `storage_options`: as for read_parquet.
         """
         _check_options(kwargs)
         _check_schema(schema)
         options = ReadOptions("csv", schema=tuple(schema.items()), delim=delim, header=header)
-        return self._scan(paths, options, suffixes=(".csv", ".tsv", ".txt", ".csv.gz"))
+        return self._scan(paths, options, suffixes=(".csv", ".tsv", ".txt", ".csv.gz"),
+                          storage_options=storage_options)
 
     def read_json(self, paths: str | Sequence[str], schema: dict[str, str],
-                  **kwargs) -> DataFrame:
-        """Newline-delimited JSON files read by DuckDB with the given column types."""
+                  storage_options: dict | None = None, **kwargs) -> DataFrame:
+        """Newline-delimited JSON files read by DuckDB with the given column types.
+        `storage_options`: as for read_parquet."""
         _check_options(kwargs)
         _check_schema(schema)
         options = ReadOptions("json", schema=tuple(schema.items()))
-        return self._scan(paths, options, suffixes=(".json", ".jsonl", ".ndjson"))
+        return self._scan(paths, options, suffixes=(".json", ".jsonl", ".ndjson"),
+                          storage_options=storage_options)
 
     def from_arrow(self, table: pa.Table | pa.RecordBatch) -> DataFrame:
         """An Arrow table as one partition (stored once under data_root by content hash)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
     import fsspec
 
 __all__ = ["FileSlice", "expand_paths", "file_identity", "filesystem_for", "named_folders",
-           "duckdb_path", "writer_staging", "WRITER_MARK"]
+           "duckdb_path", "writer_staging", "WRITER_MARK", "set_storage_options",
+           "storage_table", "install_storage", "storage_root", "forget_listings"]
 
 
 @dataclass(frozen=True)
@@ -32,19 +34,71 @@ class FileSlice:
         return self.row_groups is None
 
 
+# Storage options (credentials, endpoints) by URL root ("s3://bucket"), set by
+# `read_parquet(..., storage_options=)` in the driver and installed in workers by the runners
+# beside the tasks, never inside them: plans, task arguments and task keys carry paths only.
+_storage: dict[str, dict] = {}
+_storage_version = 0
+
+
+def storage_root(path: str) -> str:
+    """'s3://bucket' of 's3://bucket/key': the unit that storage options apply to."""
+    protocol, _, rest = path.partition("://")
+    return f"{protocol}://{rest.split('/', 1)[0]}"
+
+
+def set_storage_options(paths: Iterable[str], options: dict | None) -> None:
+    """Use `options` (fsspec storage options) for the URL roots of `paths` in this process."""
+    global _storage_version
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise InputError(f"storage_options must be a dict, got {type(options).__name__}")
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            continue  # (expand_paths names the bad argument)
+        path = os.fspath(path)
+        if not _is_local(path) and _storage.get(storage_root(path)) != options:
+            _storage[storage_root(path)] = dict(options)
+            _storage_version += 1
+
+
+def storage_table() -> tuple[int, dict[str, dict]]:
+    """(version, the storage options by URL root): what a runner ships to its workers."""
+    return _storage_version, dict(_storage)
+
+
+def install_storage(table: dict[str, dict]) -> None:
+    """In a worker: the driver's storage options (see storage_table)."""
+    _storage.clear()
+    _storage.update(table)
+
+
+def forget_listings(paths: Iterable[str]) -> None:
+    """Drop the cached listings of the remote file systems of `paths`: a worker process keeps
+    its file system instances across tasks (and sessions, on Ray), and a listing from an
+    earlier task would give the old size of an object rewritten since."""
+    roots = {storage_root(p) for p in paths if not _is_local(p)}
+    for root in roots:
+        with contextlib.suppress(InputError):
+            filesystem_for(root)[0].invalidate_cache()
+
+
 def filesystem_for(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem that serves `path`, and the path inside it.
+    """The fsspec filesystem that serves `path` (with the storage options set for its
+    root, if any), and the path inside it.
 
     A URL whose file system needs a package that is not installed raises InputError naming
     the package (fsspec's own ImportError says which).
     """
     import fsspec  # here, not at import: local paths never need it
 
+    options = {} if _is_local(path) else _storage.get(storage_root(path), {})
     try:
-        fs, inner = fsspec.core.url_to_fs(path)
+        fs, inner = fsspec.core.url_to_fs(path, **options)
     except ImportError as error:
         raise InputError(f"cannot open {path!r}: {error}", path=path) from None
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise InputError(f"cannot open {path!r}: {error}", path=path) from None
     return fs, inner
 
@@ -156,21 +210,47 @@ def expand_paths(paths: str | Iterable[str], recursive: bool = False,
             path = os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
             result.extend(_expand_local(path, recursive, suffixes))
         else:
-            fs, inner = filesystem_for(path)
-            if glob.has_magic(inner):
-                explicit = _hidden(inner)
-                matches = sorted(m for m in fs.glob(inner, recursive=recursive)
-                                 if explicit or not _hidden(m))
-            else:
-                matches = [inner] if fs.isfile(inner) else []
-            if not matches and fs.isdir(inner):
-                matches = sorted(p for p in fs.find(inner)
-                                 if p.endswith(suffixes) and not _under_hidden(p, inner))
+            matches = _remote(path, _expand_remote, path, recursive, suffixes)
             if not matches:
                 raise InputError(f"no files match {path!r}", path=path)
             protocol = path.split("://", 1)[0]
             result.extend(f"{protocol}://{m}" for m in matches)
     return result
+
+
+def _expand_remote(path: str, recursive: bool, suffixes: tuple[str, ...]) -> list[str]:
+    fs, inner = filesystem_for(path)
+    # fsspec shares one file system instance per set of options in a process, with its
+    # listings cached: a listing from an earlier job would give the old size and ETag of an
+    # object rewritten since (and task keys that reuse outputs of the old content)
+    fs.invalidate_cache()
+    if glob.has_magic(inner):
+        explicit = _hidden(inner)
+        # (fsspec's glob takes no `recursive`: s3fs passed it on to its listing and failed;
+        # `**` in the pattern matches any depth, as locally)
+        matches = sorted(m for m in fs.glob(inner) if explicit or not _hidden(m))
+    else:
+        matches = [inner] if fs.isfile(inner) else []
+    if not matches and fs.isdir(inner):
+        matches = sorted(p for p in fs.find(inner)
+                         if p.endswith(suffixes) and not _under_hidden(p, inner))
+    return matches
+
+
+def _remote(path: str, call, *args):
+    """`call(*args)` on a remote file system; what it raises becomes InputError naming `path`
+    (an object store that keeps failing after the client's retries: 503s, timeouts, denied)."""
+    try:
+        return call(*args)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"input path {path!r} does not exist", path=path) from None
+    except PermissionError as error:
+        raise InputError(f"permission denied reading {path!r}: {error}", path=path) from error
+    except Exception as error:  # the backends' own errors (botocore, aiohttp, gcsfs, ...)
+        raise InputError(f"cannot read {path!r}: {type(error).__name__}: {error}",
+                         path=path) from error
 
 
 def file_identity(path: str) -> str:
@@ -183,10 +263,7 @@ def file_identity(path: str) -> str:
             raise InputError(f"input path {path!r} does not exist", path=path) from None
         return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     fs, inner = filesystem_for(path)
-    try:
-        info = fs.info(inner)
-    except FileNotFoundError:
-        raise InputError(f"input path {path!r} does not exist", path=path) from None
+    info = _remote(path, fs.info, inner)
     stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
     if hasattr(stamp, "timestamp"):
         stamp = stamp.timestamp()

@@ -22,6 +22,7 @@ __all__ = [
 
 def open_parquet(path: str) -> pq.ParquetFile:
     """Open a Parquet file; a corrupt or missing file raises InputError naming it."""
+    remote = "://" in path and not path.startswith("file://")
     try:
         fs, inner = filesystem_for(path)
         return pq.ParquetFile(fs.open(inner, "rb"))
@@ -31,7 +32,12 @@ def open_parquet(path: str) -> pq.ParquetFile:
         raise InputError(f"input path {path!r} is a directory, not a file", path=path) from None
     except PermissionError as error:
         raise InputError(f"permission denied reading {path!r}: {error}", path=path) from error
-    except (pa.ArrowInvalid, pa.ArrowException, OSError) as error:
+    except pa.ArrowException as error:
+        raise InputError(f"{path!r} is not a readable Parquet file: {error}", path=path) from error
+    except OSError as error:
+        if remote:  # the store failed (503s past the client's retries, timeouts, ...)
+            raise InputError(f"cannot read {path!r}: {type(error).__name__}: {error}",
+                             path=path) from error
         raise InputError(f"{path!r} is not a readable Parquet file: {error}", path=path) from error
 
 

@@ -82,13 +82,22 @@ def _reusable(database: duckdb.DuckDBPyConnection, spill_dir: str) -> bool:
 
 
 def _register_filesystems(con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> None:
-    seen = set()
+    seen: dict[str, Any] = {}  # protocol -> the file system registered for it
+    first: dict[str, str] = {}  # protocol -> the path it was registered for
     for path in paths:
         if "://" in path and not path.startswith("file://"):
             protocol = path.split("://", 1)[0]
-            if protocol not in seen:
-                seen.add(protocol)
+            if protocol in seen:
+                # DuckDB takes one file system per protocol: buckets with other storage
+                # options cannot be read by the same query
+                if filesystem_for(path)[0] is not seen[protocol]:
+                    raise InputError(f"{path!r} needs other storage options than "
+                                     f"{first[protocol]!r}; one query reads one set per "
+                                     "protocol",
+                                     path=path)
+            else:
                 fs, _ = filesystem_for(path)
+                seen[protocol], first[protocol] = fs, path
                 # registration is database-wide: replace what an earlier task registered
                 # (it may carry other options) rather than fail on "already registered"
                 for name in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):

@@ -31,7 +31,7 @@ from smallpond.io.commit import (
     write_json_atomic,
 )
 from smallpond.io.disk import is_disk_full, mount_point
-from smallpond.io.files import FileSlice
+from smallpond.io.files import FileSlice, forget_listings
 from smallpond.kernels import get_kernel
 from smallpond.kernels.context import TaskContext
 from smallpond.planner.graph import OutputFile, Task, TaskOutput
@@ -192,6 +192,7 @@ def _execute(task: Task, inputs: Sequence[Sequence[FileSlice]],
     for entry in settings.sys_path:
         if entry not in sys.path:
             sys.path.append(entry)
+    forget_listings(s.path for part in inputs for s in part)
     started = time.perf_counter()
     staging = new_staging_dir(os.path.join(settings.scratch_dir, "staging"), task.key)
     spill = os.path.join(settings.scratch_dir, "spill", os.path.basename(staging))

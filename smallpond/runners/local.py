@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from multiprocessing.connection import Connection, wait
 
 from smallpond.config import Config
-from smallpond.io.files import FileSlice
+from smallpond.io.files import FileSlice, storage_table
 from smallpond.limits import OomWatch
 from smallpond.planner.graph import Task, TaskOutput
 from smallpond.runners.base import Runner, WorkerLost
@@ -54,6 +54,7 @@ class _Worker:
         self.ready_at: float | None = None  # time.time() when the worker said hello
         self.task: Task | None = None
         self.closed = False
+        self.storage_version = 0  # the storage options table it has (see io/files.py)
 
     def read_hello(self, timeout: float | None = 0.0) -> bool:
         """Learn the pid from the worker's first message; False if it died before."""
@@ -176,6 +177,10 @@ class LocalRunner(Runner):
             if worker.alive():
                 try:
                     worker.task = task
+                    version, table = storage_table()
+                    if worker.storage_version != version:  # beside the task, never in it
+                        worker.send(("storage", table))
+                        worker.storage_version = version
                     worker.send(("task", task, inputs, settings))
                     break
                 except OSError:

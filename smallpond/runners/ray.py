@@ -32,7 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from smallpond.config import Config
 from smallpond.errors import SmallpondError, TaskError
-from smallpond.io.files import FileSlice
+from smallpond.io.files import FileSlice, install_storage, storage_table
 from smallpond.planner.graph import Task, TaskOutput, TaskSlice
 from smallpond.runners.base import Runner, WorkerLost
 from smallpond.runners.execute import ExecSettings, execute_task, remove_attempt_leftovers
@@ -73,9 +73,15 @@ _CANCEL_GRACE = 5.0  # seconds to let force-cancelled tasks die before cleaning 
 
 
 @ray.remote
-def smallpond_task(task: Task, inputs: list[list[FileSlice]],
-                   settings: ExecSettings) -> tuple[str, TaskOutput]:
-    """What a Ray worker runs: one smallpond task; returns (node id, output metadata)."""
+def smallpond_task(task: Task, inputs: list[list[FileSlice]], settings: ExecSettings,
+                   storage: dict[str, dict] | None = None) -> tuple[str, TaskOutput]:
+    """What a Ray worker runs: one smallpond task; returns (node id, output metadata).
+
+    `storage`: the driver's storage options by URL root, passed as an object reference
+    (`ray.put` once per version) so that the task's own arguments never hold a secret.
+    """
+    if storage is not None:
+        install_storage(storage)
     output = execute_task(task, inputs, settings)
     return ray.get_runtime_context().get_node_id(), output
 
@@ -97,6 +103,7 @@ class RayRunner(Runner):
         self._suspects: dict[str, float] = {}  # node id -> when a task died with it
         self._round_robin = itertools.count()
         self._memory: int | None = None
+        self._storage: tuple[int, Any] = (0, None)  # (version, ref of the storage options)
 
     # -- connection -------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -175,7 +182,11 @@ class RayRunner(Runner):
         options = self._options(task)
         if options.get("memory"):  # DuckDB's budget is what Ray reserved for the task
             settings = dataclasses.replace(settings, memory_limit=options["memory"])
-        ref = smallpond_task.options(**options).remote(task, inputs, settings)
+        version, table = storage_table()
+        if table and self._storage[0] != version:
+            self._storage = (version, ray.put(table))
+        ref = smallpond_task.options(**options).remote(task, inputs, settings,
+                                                       self._storage[1] if table else {})
         self._running[ref] = task
         return ref
 

@@ -2,8 +2,9 @@
 
 Protocol on the worker's socket (pickled tuples): the worker first sends ("hello", pid, time
 it was ready); then
-the driver sends ("task", task, inputs, settings), answered by (ok, output or error), or
-("preload", names), answered by nothing. EOF ends the worker.
+the driver sends ("task", task, inputs, settings), answered by (ok, output or error),
+("preload", names) or ("storage", storage options by URL root), answered by nothing. EOF
+ends the worker.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = ["serve"]
 def serve(conn: Connection) -> None:
     """Say hello, then run tasks and send back their output or error; until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C cancels
+    from smallpond.io.files import install_storage
     from smallpond.runners.execute import execute_task
     from smallpond.runners.forkserver import preload
 
@@ -39,6 +41,9 @@ def serve(conn: Connection) -> None:
             return
         if message[0] == "preload":
             preload(message[1])
+            continue
+        if message[0] == "storage":
+            install_storage(message[1])
             continue
         _, task, inputs, settings = message
         try:
