@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 
 __all__ = ["kinds", "leftovers"]
 
@@ -54,3 +55,17 @@ def expected_aggregate(table) -> list[tuple]:
     con = duckdb.connect()
     con.register("t", table)
     return sorted(con.execute(AGGREGATE.format("t")).fetchall())
+
+
+def record_submissions(sp, monkeypatch) -> list[bytes]:
+    """Every (task, inputs, settings) the session's runner is given from now on, pickled as
+    they would travel to a worker (what a secret must never be part of)."""
+    shipped: list[bytes] = []
+    submit = sp.runner.submit
+
+    def recording_submit(task, inputs, settings):
+        shipped.append(pickle.dumps((task, inputs, settings)))
+        return submit(task, inputs, settings)
+
+    monkeypatch.setattr(sp.runner, "submit", recording_submit)
+    return shipped

@@ -18,7 +18,6 @@ damage of an input's footer (below), not a data page of a user's file.
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
@@ -31,7 +30,7 @@ import pytest
 
 from smallpond.errors import InputError, PlanError, SchemaMismatchError, SmallpondError, SqlError
 
-from .helpers import kinds, leftovers
+from .helpers import kinds, leftovers, record_submissions
 
 
 @dataclass(frozen=True)
@@ -298,21 +297,13 @@ CANARY = "sk-canary-7f3a9c1e5b"
 
 @pytest.mark.reliability_quick
 def test_a_canary_secret_appears_nowhere(session, tmp_path, monkeypatch):
-    """smallpond takes no credentials in its API yet (object stores go through fsspec's own
-    configuration): a secret in the environment, as fsspec/s3fs read it, must not reach
-    plans, task arguments, errors, reports or files under data_root, for jobs that succeed
-    and jobs that fail."""
+    """A secret in the environment, as fsspec/s3fs read it, must not reach plans, task
+    arguments, errors, reports or files under data_root, for jobs that succeed and jobs that
+    fail (a secret in `storage_options`: test_object_store.py)."""
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CANARY)
     monkeypatch.setenv("SMALLPOND_TEST_TOKEN", CANARY)
     sp = session()
-    shipped = []
-    submit = sp.runner.submit
-
-    def recording_submit(task, inputs, settings):
-        shipped.append(pickle.dumps((task, inputs, settings)))
-        return submit(task, inputs, settings)
-
-    monkeypatch.setattr(sp.runner, "submit", recording_submit)
+    shipped = record_submissions(sp, monkeypatch)
     df = sp.from_items(list(range(10))).repartition(2, by_rows=True).map("item * 2 AS x")
     texts = [df.explain(), repr(df)]
     df.write_parquet(str(tmp_path / "out"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pickle
 import time
 import uuid
 
@@ -25,7 +24,14 @@ import pytest
 
 from smallpond.errors import InputError, OutputError, SmallpondError
 
-from .helpers import AGGREGATE, aggregate_input, kinds, leftovers, rows_of
+from .helpers import (
+    AGGREGATE,
+    aggregate_input,
+    kinds,
+    leftovers,
+    record_submissions,
+    rows_of,
+)
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
@@ -200,14 +206,7 @@ def test_a_canary_secret_in_storage_options_appears_nowhere(session, runner, s3,
     url, local = _upload(s3, bucket, tmp_path / "local")
     options = s3.options(secret=CANARY)
     sp = session()
-    shipped = []
-    submit = sp.runner.submit
-
-    def recording_submit(task, inputs, settings):
-        shipped.append(pickle.dumps((task, inputs, settings)))
-        return submit(task, inputs, settings)
-
-    monkeypatch.setattr(sp.runner, "submit", recording_submit)
+    shipped = record_submissions(sp, monkeypatch)
     job = _job(sp, url, options)
     texts = [job.explain(), repr(job)]
     job.write_parquet(str(tmp_path / "out"))
