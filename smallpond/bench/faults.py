@@ -93,7 +93,8 @@ class KillAtFraction:
             self.finished += 1
         if self.killed or event.kind not in ("finished", "submitted"):
             return
-        if self.finished < self.fraction * self.total:
+        # (at least two tasks left to hit: a job's last task may end before it is seen)
+        if self.finished < min(self.fraction * self.total, self.total - 2):
             return
         if not self._kill_one() and self._poller is None:
             # nothing runs at this instant (the last tasks may be starting): look again

@@ -328,7 +328,8 @@ def _write_manifest(path: str, files: list[dict], job_id: str | None, staging: s
     written = os.path.join(staging, SUCCESS)
     write_json_atomic(written, {
         "format": MANIFEST_FORMAT, "job_id": job_id, "written": time.time(), "files": files})
-    os.replace(written, os.path.join(path, SUCCESS))
+    if os.path.abspath(staging) != os.path.abspath(path):
+        os.replace(written, os.path.join(path, SUCCESS))
 
 
 def _verify(path: str, sizes: dict[str, int]) -> None:
@@ -355,6 +356,9 @@ def _publish(path: str, staging: str, mode: str, sizes: dict[str, int],
         journal = {"path": path, "created": True, "added": sorted(sizes), "backed_up": [],
                    "state": "started"}
         write_json_atomic(journal_path, journal)
+        # a new folder appears whole: parts verified and `_SUCCESS` written before the rename
+        _verify(new_dir, sizes)
+        _write_manifest(new_dir, _listing(sizes), job_id, new_dir)
         os.rename(new_dir, path)
         moves: list[str] = []
         replaced: list[str] = []
@@ -372,11 +376,12 @@ def _publish(path: str, staging: str, mode: str, sizes: dict[str, int],
         for name in moves:
             os.rename(os.path.join(new_dir, name), os.path.join(path, name))
         _verify(path, sizes)
-        kept = []
-        if mode == "append" and not created and previous:
-            kept = [f for f in previous.get("files", []) if isinstance(f, dict)
-                    and f.get("name") in _ours(path) and f.get("name") not in sizes]
-        _write_manifest(path, kept + _listing(sizes), job_id, staging)
+        if not created:
+            kept = []
+            if mode == "append" and previous:
+                kept = [f for f in previous.get("files", []) if isinstance(f, dict)
+                        and f.get("name") in _ours(path) and f.get("name") not in sizes]
+            _write_manifest(path, kept + _listing(sizes), job_id, staging)
         journal["state"] = "published"
         write_json_atomic(journal_path, journal)
     except BaseException:
