@@ -24,7 +24,7 @@ from smallpond.kernels.placeholders import strip_terminator, substitute
 from smallpond.kernels.settings import apply_settings
 
 __all__ = ["run_sql", "OUTPUT_NAME", "clean_sql", "register_udfs", "placeholder_values",
-           "query_error"]
+           "query_error", "parquet_safe"]
 
 OUTPUT_NAME = "part-00000.parquet"
 ROW_GROUP_SIZE = 122880
@@ -85,6 +85,29 @@ def query_error(error: Exception, sql: str, inputs: Sequence[Sequence[FileSlice]
                     f"{type(error).__name__}: {error}\nSQL: {sql}", sql=sql)
 
 
+_WIDE_INTEGERS = ("HUGEINT", "UHUGEINT")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def parquet_safe(con: duckdb.DuckDBPyConnection, query: str) -> str:
+    """The query with HUGEINT/UHUGEINT columns (e.g. `sum` of a BIGINT) cast to DECIMAL(38,0):
+    DuckDB writes those types to Parquet as DOUBLE, which silently loses digits above 2^53.
+    A value that does not fit 38 digits fails the cast rather than being rounded."""
+    try:
+        relation = con.sql(query)
+        names, types = relation.columns, [str(t) for t in relation.types]
+    except duckdb.Error:
+        return query  # not bindable here: running it reports the error with its context
+    wide = [name for name, kind in zip(names, types) if kind in _WIDE_INTEGERS]
+    if not wide or len(set(names)) != len(names):
+        return query
+    casts = ", ".join(f"CAST({_ident(n)} AS DECIMAL(38,0)) AS {_ident(n)}" for n in wide)
+    return f"SELECT * REPLACE ({casts}) FROM (\n{query}\n)"
+
+
 def run_sql(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
             ctx: TaskContext) -> list[dict]:
     sql = clean_sql(params["sql"])
@@ -113,7 +136,7 @@ def run_sql(params: dict[str, Any], inputs: Sequence[Sequence[FileSlice]],
             query = substitute(sql, lambda i: names[i], len(names), values)
             # the query on lines of its own: a trailing `-- comment` ends at its newline
             rows = con.execute(
-                f"COPY (\n{query}\n) TO {sql_literal(path)} "
+                f"COPY (\n{parquet_safe(con, query)}\n) TO {sql_literal(path)} "
                 f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_SIZE})").fetchall()[0][0]
         except duckdb.Error as error:
             raise query_error(error, statement, inputs, ctx) from error

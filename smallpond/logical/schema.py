@@ -27,7 +27,7 @@ from smallpond.io.files import FileSlice
 from smallpond.kernels.duck import register_inputs, sql_literal
 from smallpond.kernels.placeholders import PARSE_VALUES, substitute
 from smallpond.kernels.settings import apply_settings
-from smallpond.kernels.sql import clean_sql, register_udfs
+from smallpond.kernels.sql import clean_sql, parquet_safe, register_udfs
 from smallpond.logical.nodes import (
     Broadcast,
     Concat,
@@ -140,7 +140,8 @@ class _Replay:
             for statement in setup:
                 con.execute(fill(statement))
             path = self._path()
-            con.execute(f"COPY (SELECT * FROM (\n{fill(sql)}\n) LIMIT 0) TO {sql_literal(path)} "
+            query = parquet_safe(con, f"SELECT * FROM (\n{fill(sql)}\n)")
+            con.execute(f"COPY (SELECT * FROM (\n{query}\n) LIMIT 0) TO {sql_literal(path)} "
                         f"(FORMAT parquet)")
             return [FileSlice(path)], _PARQUET
         finally:

@@ -13,6 +13,7 @@ import itertools
 import os
 import pickle
 import signal
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from multiprocessing.connection import Connection, wait
@@ -44,6 +45,14 @@ def exit_reason(code: int | None) -> str:
 HELLO_TIMEOUT = 60.0  # seconds a new worker may take to come up (the server imports first)
 
 
+def _pending(conn: Connection) -> bool:
+    """Whether a message (or EOF) is waiting on `conn`."""
+    try:
+        return conn.poll(0)
+    except OSError:
+        return True  # broken: _receive reports how the worker ended
+
+
 class _Worker:
     """The driver's handle on one worker: its socket, and its pid once it said hello."""
 
@@ -54,23 +63,29 @@ class _Worker:
         self.ready_at: float | None = None  # time.time() when the worker said hello
         self.task: Task | None = None
         self.closed = False
+        # worker_pids may be asked from another thread (a sampler): the hello is read under
+        # this lock, or two readers could take the task's result for the hello
+        self._hello_lock = threading.Lock()
         self.storage_version = 0  # the storage options table it has (see io/files.py)
 
     def read_hello(self, timeout: float | None = 0.0) -> bool:
         """Learn the pid from the worker's first message; False if it died before."""
         if self.pid is not None:
             return True
-        if self.closed:
-            return False
-        try:
-            if not self.conn.poll(timeout):
+        with self._hello_lock:
+            if self.pid is not None:
+                return True
+            if self.closed:
                 return False
-            kind, pid, ready_at = pickle.loads(self.conn.recv_bytes())
-        except (EOFError, OSError):
-            self.closed = True
-            return False
-        self.pid, self.ready_at = (pid, ready_at) if kind == "hello" else (None, None)
-        return self.pid is not None
+            try:
+                if not self.conn.poll(timeout):
+                    return False
+                kind, pid, ready_at = pickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                self.closed = True
+                return False
+            self.pid, self.ready_at = (pid, ready_at) if kind == "hello" else (None, None)
+            return self.pid is not None
 
     def alive(self) -> bool:
         """For an idle worker: nothing but hello is ever pending, so a readable socket past
@@ -202,8 +217,10 @@ class LocalRunner(Runner):
             for conn in wait(list(by_conn), left):
                 handle = by_conn[conn]
                 worker = self._busy[handle]
-                if worker.pid is None and worker.read_hello() and not worker.conn.poll(0):
-                    continue  # only its hello had arrived: the task is still running
+                if worker.pid is None:
+                    worker.read_hello()
+                if not worker.closed and not _pending(worker.conn):
+                    continue  # only its hello had arrived (read here or by worker_pids)
                 self._busy.pop(handle)
                 del by_conn[conn]
                 result = self._receive(worker)
