@@ -18,6 +18,7 @@ from smallpond.io.commit import write_json_atomic
 from smallpond.io.disk import is_disk_full, mount_point
 from smallpond.io.files import (
     FileSlice,
+    exclude_data_root,
     expand_paths,
     file_identity,
     named_folders,
@@ -51,6 +52,7 @@ class Session:
         except OSError as error:
             raise ConfigError(f"cannot use data_root {config.data_root!r}: {error}") from error
         clean_dead_sessions(config.data_root, keep=self._area.path)
+        exclude_data_root(config.data_root)
         self.config = config.with_(scratch_dir=self._area.path)
         self._runner: Runner | None = None
         self._last_graph = None

@@ -717,3 +717,17 @@ def test_a_fifo_is_not_read(sp, tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(smallpond.errors.InputError, match="not a regular file"):
         sp.read_parquet(str(fifo))
+
+
+def test_a_data_root_inside_an_input_folder_is_not_read_as_input(tmp_path):
+    folder = tmp_path / "inroot"
+    folder.mkdir()
+    pq.write_table(pa.table({"k": list(range(1000))}), folder / "a.parquet")
+    sp = smallpond.init(data_root=str(folder / "cache"), progress=False)
+    try:
+        assert sp.read_parquet(str(folder)).repartition(2, hash_by="k").count() == 1000
+        # the cache now holds task files (Parquet) below the input folder: never read as input
+        assert sp.read_parquet(str(folder), recursive=True).count() == 1000
+        assert sp.read_parquet(str(folder / "**" / "*.parquet")).count() == 1000
+    finally:
+        sp.shutdown()

@@ -184,6 +184,28 @@ def _expand_local(path: str, recursive: bool, suffixes: tuple[str, ...]) -> list
     raise InputError(f"input path {path!r} does not exist", path=path)
 
 
+# data_roots of this process's sessions: a glob or folder read above one must not read the
+# cache's own task files as input (a data_root inside an input folder doubled its rows)
+_data_roots: set[str] = set()
+
+
+def exclude_data_root(path: str) -> None:
+    """Leave the files below `path` out of every later expansion of a folder or glob above it
+    (a path named inside it is still read)."""
+    _data_roots.add(os.path.realpath(path))
+
+
+def _outside_data_roots(files: list[str], named: str) -> list[str]:
+    roots = [r for r in _data_roots if not _below(os.path.realpath(named), r)]
+    if not roots:
+        return files
+    return [f for f in files if not any(_below(os.path.realpath(f), r) for r in roots)]
+
+
+def _below(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def expand_paths(paths: str | Iterable[str], recursive: bool = False,
                  suffixes: tuple[str, ...] = (".parquet",)) -> list[str]:
     """Expand globs and folders into a sorted list of files; raise InputError if none match.
@@ -208,7 +230,12 @@ def expand_paths(paths: str | Iterable[str], recursive: bool = False,
         path = os.fspath(raw)
         if _is_local(path):
             path = os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
-            result.extend(_expand_local(path, recursive, suffixes))
+            matches = _expand_local(path, recursive, suffixes)
+            kept = _outside_data_roots(matches, path.split("*")[0].split("?")[0].split("[")[0])
+            if matches and not kept:
+                raise InputError(f"no files match {path!r} outside smallpond's data_root",
+                                 path=path)
+            result.extend(kept)
         else:
             matches = _remote(path, _expand_remote, path, recursive, suffixes)
             if not matches:
