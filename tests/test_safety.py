@@ -731,3 +731,16 @@ def test_a_data_root_inside_an_input_folder_is_not_read_as_input(tmp_path):
         assert sp.read_parquet(str(folder / "**" / "*.parquet")).count() == 1000
     finally:
         sp.shutdown()
+
+
+def test_sql_outputs_stay_out_of_the_folders_they_read(sp, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"k": [1, 2, 3]}), folder / "a.parquet")
+    sp.register("t", str(folder))
+    with pytest.raises(OutputError, match="input"):
+        sp.sql("SELECT * FROM t").write_parquet(str(folder / "sub"))
+    with pytest.raises(OutputError, match="input"):
+        sp.sql(f"SELECT * FROM read_parquet('{folder}/**/*.parquet')").write_parquet(
+            str(folder / "sub2"))
+    assert sorted(os.listdir(folder)) == ["a.parquet"]

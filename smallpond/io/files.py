@@ -304,10 +304,18 @@ def named_folders(paths: str | Iterable[str]) -> tuple[str, ...]:
     folders = []
     for raw in paths:
         path = os.fspath(raw)
-        if _is_local(path) and not glob.has_magic(path):
-            path = os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
-            if os.path.isdir(path):
-                folders.append(path)
+        if not _is_local(path):
+            continue
+        path = os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
+        if glob.has_magic(path) and not os.path.exists(path):
+            if "**" not in path:
+                continue  # a one-level pattern never reads what is written in a subfolder
+            # a recursive pattern reads any depth below its fixed part: that folder is named
+            fixed = path.split(os.sep)
+            cut = next(i for i, part in enumerate(fixed) if glob.has_magic(part))
+            path = os.sep.join(fixed[:cut]) or os.sep
+        if os.path.isdir(path):
+            folders.append(path)
     return tuple(folders)
 
 

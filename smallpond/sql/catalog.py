@@ -8,7 +8,7 @@ import duckdb
 import pyarrow as pa
 
 from smallpond.errors import InputError, PlanError, SqlError
-from smallpond.io.files import FileSlice, expand_paths, file_identity
+from smallpond.io.files import FileSlice, expand_paths, file_identity, named_folders
 from smallpond.io.parquet import check_same_schema
 from smallpond.logical.nodes import Node, ReadOptions, Repartition, Scan, iter_nodes
 from smallpond.logical.schema import infer_schema
@@ -68,7 +68,8 @@ def files_table(name: str, paths: str | list[str]) -> TableEntry:
         check_same_schema(files)
     infos = tuple(file_info(f, file_identity(f)) for f in files)
     identities = tuple(i.identity for i in infos)
-    node = Scan((tuple(FileSlice(f) for f in files),), ReadOptions(), identities)
+    node = Scan((tuple(FileSlice(f) for f in files),), ReadOptions(), identities,
+                named_folders(paths))
     columns = duckdb_types(infos[0].schema)
     sizes: dict[str, float] = {}
     for info in infos:

@@ -70,7 +70,8 @@ def scan_table(ctx: PlanContext, entry: TableEntry, alias: str, needed: list[str
         parts = split_files(slices, count) or [tuple(slices)]
         identities = {i.path: i.identity for i in entry.files}
         node = Scan(tuple(parts), ReadOptions(),
-                    tuple(identities[s.path] for part in parts for s in part))
+                    tuple(identities[s.path] for part in parts for s in part),
+                    entry.node.roots if isinstance(entry.node, Scan) else ())
         if kept < total:
             ctx.note(f"scan {entry.name}: {kept} of {total} row groups after pruning by "
                      "min/max statistics")
