@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 __all__ = [
@@ -136,6 +137,18 @@ def _instance(cls: type, args: tuple, state: dict) -> BaseException:
     return error
 
 
+def _driver_class(cls: type) -> type:
+    """A class of the driver's script comes back from another process (Ray's pickling) as a
+    copy: `except MyError:` in the script needs the script's own class object."""
+    if cls.__module__ != "__main__":
+        return cls
+    own = getattr(sys.modules.get("__main__"), cls.__qualname__, None)
+    if isinstance(own, type) and issubclass(own, BaseException) and own is not cls \
+            and own.__name__ == cls.__name__:
+        return own
+    return cls
+
+
 def as_user_exception(error: UserFunctionError) -> UserFunctionError:
     """The same error, also an instance of the user's exception class (if it can be)."""
     carried = getattr(error, "user_error", None)
@@ -145,6 +158,7 @@ def as_user_exception(error: UserFunctionError) -> UserFunctionError:
     if not isinstance(base, type) or not issubclass(base, BaseException) \
             or isinstance(error, base):
         return error
+    base = _driver_class(base)
     dual = _DUAL_CLASSES.get(base)
     if dual is None:
         try:

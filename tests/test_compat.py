@@ -346,3 +346,32 @@ def test_the_users_exception_class_whatever_its_constructor(sp, raised, caught):
         assert (info.value.a, info.value.b) == (1, 2)
     # errors in the user's code are never retried, whatever they are
     assert not any(e.kind == "retried" for e in sp.events[-20:])
+
+
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_except_a_class_the_script_defines(request, tmp_path, runner):
+    """`except MyError:` in a script catches its own class raised in a worker (Ray pickles a
+    class of `__main__` by value: the driver must hand back the script's class)."""
+    address = request.getfixturevalue("ray_address") if runner == "ray" else None
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import smallpond
+
+        class MyError(Exception):
+            pass
+
+        def fails(table):
+            raise MyError("nope")
+
+        sp = smallpond.init(data_root={str(tmp_path / "root")!r}, runner={runner!r},
+                            ray_address={address!r}, progress=False)
+        try:
+            sp.from_items([1, 2]).map_batches(fails).count()
+        except MyError as error:
+            print("caught", type(error).__name__, isinstance(error, smallpond.errors.UserFunctionError))
+        sp.shutdown()
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["caught", "UserFunctionError[MyError]", "True"]
