@@ -744,3 +744,11 @@ def test_sql_outputs_stay_out_of_the_folders_they_read(sp, tmp_path):
         sp.sql(f"SELECT * FROM read_parquet('{folder}/**/*.parquet')").write_parquet(
             str(folder / "sub2"))
     assert sorted(os.listdir(folder)) == ["a.parquet"]
+
+
+def test_a_part_missing_from_our_output_is_an_error(sp, tmp_path):
+    out = tmp_path / "out"
+    sp.from_items(list(range(30))).repartition(3, by_rows=True).write_parquet(str(out))
+    os.remove(out / "part-00001.parquet")
+    with pytest.raises(smallpond.errors.InputError, match="part-00001.parquet.*missing"):
+        sp.read_parquet(str(out)).count()

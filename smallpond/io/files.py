@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import re
 import stat
@@ -206,6 +207,26 @@ def _below(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _check_listed_parts(folder: str) -> None:
+    """A smallpond output folder whose `_SUCCESS` lists a part that is gone would read as
+    fewer rows without a word: refuse it, naming the part."""
+    try:
+        with open(os.path.join(folder, "_SUCCESS")) as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        return  # no manifest (or not ours): a plain folder
+    if not isinstance(manifest, dict) or manifest.get("format") != "smallpond-output/1":
+        return
+    for entry in manifest.get("files") or []:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and os.sep not in name \
+                and not os.path.exists(os.path.join(folder, name)):
+            raise InputError(f"{os.path.join(folder, name)!r} is listed in "
+                             f"{os.path.join(folder, '_SUCCESS')!r} but is missing: the output "
+                             "was changed after it was written (write it again)",
+                             path=os.path.join(folder, name))
+
+
 def expand_paths(paths: str | Iterable[str], recursive: bool = False,
                  suffixes: tuple[str, ...] = (".parquet",)) -> list[str]:
     """Expand globs and folders into a sorted list of files; raise InputError if none match.
@@ -231,6 +252,8 @@ def expand_paths(paths: str | Iterable[str], recursive: bool = False,
         if _is_local(path):
             path = os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
             matches = _expand_local(path, recursive, suffixes)
+            if os.path.isdir(path):
+                _check_listed_parts(path)
             kept = _outside_data_roots(matches, path.split("*")[0].split("?")[0].split("[")[0])
             if matches and not kept:
                 raise InputError(f"no files match {path!r} outside smallpond's data_root",

@@ -3,6 +3,7 @@ that name the statement and point at the offending SQL."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -12,6 +13,10 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
 from smallpond.errors import SqlError
+
+# sqlglot warns on stderr when it parses a statement as an opaque command (`RESET x`,
+# `EXPLAIN ...`); smallpond decides what those statements mean and says so itself
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 __all__ = ["Statement", "split_statements", "parse_statement", "bind_parameters",
            "sql_error", "literal_for"]
