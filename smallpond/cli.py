@@ -19,8 +19,10 @@ __all__ = ["main", "exit_code_for"]
 
 def exit_code_for(error: BaseException) -> int:
     """2 for bad usage or input (caught before or while reading it), 1 when a job failed."""
-    from smallpond.errors import IntegrityError, ResourceError, TaskError
+    from smallpond.errors import IntegrityError, ResourceError, SqlError, TaskError
 
+    if isinstance(error, SqlError) and getattr(error, "stage", None) is not None:
+        return 1  # valid SQL that failed on the data while the job ran
     return 1 if isinstance(error, (TaskError, ResourceError, IntegrityError)) else 2
 
 

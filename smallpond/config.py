@@ -16,6 +16,8 @@ __all__ = ["Config", "resolve_config", "check_partitions", "MAX_PARTITIONS"]
 
 RUNNERS = ("local", "ray")
 MAX_PARTITIONS = 100_000
+PROGRESS_WORDS = frozenset({"auto", "0", "1", "true", "false", "on", "off", "yes", "no", "none",
+                            "force"})
 MIN_TASK_MEMORY = 64 << 20  # DuckDB needs some room to run a query at all  # beyond this, planning and scheduling cost more than they save
 VERIFY_LEVELS = ("checksum", "stat")  # how reused task outputs are checked before use
 DEFAULT_DATA_ROOT = "~/.smallpond/data"
@@ -208,6 +210,18 @@ def resolve_config(
     if extra.get("fault_inject_prob") is not None:
         extra["fault_inject_prob"] = _float(extra["fault_inject_prob"], "fault_inject_prob",
                                             "a number in [0, 1]", lambda x: 0 <= x <= 1)
+    budget = extra.get("cache_budget")
+    if budget is not None or _env("CACHE_BUDGET"):
+        what = "cache_budget" if budget is not None else "SMALLPOND_CACHE_BUDGET"
+        if (_parse_bytes(budget if budget is not None else _env("CACHE_BUDGET"), what)
+                or 0) < 0:
+            raise ConfigError(f"{what} must not be negative, got {budget!r}")
+    progress = extra.get("progress")
+    for name, value in (("progress", progress), ("SMALLPOND_PROGRESS", _env("PROGRESS"))):
+        if value is not None and not isinstance(value, bool) and \
+                str(value).strip().lower() not in PROGRESS_WORDS:
+            raise ConfigError(f"{name} must be True, False or one of {sorted(PROGRESS_WORDS)}, "
+                              f"got {value!r}")
     verify = verify or _env("VERIFY") or "checksum"
     if verify not in VERIFY_LEVELS:
         raise ConfigError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")

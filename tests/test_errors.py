@@ -14,6 +14,7 @@ import pytest
 
 import smallpond
 from smallpond.errors import (
+    ConfigError,
     DiskFullError,
     InputError,
     OutOfMemoryError,
@@ -341,3 +342,17 @@ def test_a_reused_graysort_says_so(local_sp, tmp_path):
     lines = result.lines()
     assert "reused 5/5 tasks from an earlier run" in lines
     assert not any("MB/s" in line for line in lines)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"cache_budget": "1XB"}, "cache_budget"), ({"cache_budget": -5}, "negative"),
+    ({"progress": "maybe"}, "progress"),
+])
+def test_session_options_are_checked_at_init(tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        smallpond.init(data_root=str(tmp_path / "root"), **options)
+
+
+def test_sql_partition_counts_are_bounded(sp):
+    with pytest.raises(SqlError, match="from 1 to 100000"):
+        sp.sql("SET smallpond.partitions = 1000000")

@@ -81,8 +81,10 @@ def query_error(error: Exception, sql: str, inputs: Sequence[Sequence[FileSlice]
     typed = classify_duckdb_error(error, paths, ctx)
     if typed is not None:
         return typed
-    return SqlError(f"SQL failed in stage {ctx.stage} partition {ctx.partition}: "
-                    f"{type(error).__name__}: {error}\nSQL: {sql}", sql=sql)
+    failed = SqlError(f"SQL failed in stage {ctx.stage} partition {ctx.partition}: "
+                      f"{type(error).__name__}: {error}\nSQL: {sql}", sql=sql)
+    failed.stage, failed.partition = ctx.stage, ctx.partition  # failed while running
+    return failed
 
 
 _WIDE_INTEGERS = ("HUGEINT", "UHUGEINT")

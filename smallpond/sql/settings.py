@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import duckdb
 
+from smallpond.config import MAX_PARTITIONS
 from smallpond.errors import SqlError
 from smallpond.kernels.settings import RESERVED_SETTINGS
 
@@ -77,9 +78,9 @@ class SqlSettings:
             if kind == "count":
                 if text.lower() in ("auto", "default", "0"):
                     return replace(self, **{attribute: None})
-                if not text.isdigit() or int(text) <= 0:
-                    raise SqlError(f"SET smallpond.{key}: expected a positive integer or "
-                                   f"'auto', got {value}")
+                if not text.isdigit() or not 0 < int(text) <= MAX_PARTITIONS:
+                    raise SqlError(f"SET smallpond.{key}: expected an integer from 1 to "
+                                   f"{MAX_PARTITIONS} or 'auto', got {value}")
                 return replace(self, **{attribute: int(text)})
             return replace(self, **{attribute: parse_bytes(text, key)})
         if lowered in RESERVED_SETTINGS:

@@ -112,3 +112,10 @@ def test_bench_tpch_writes_a_report(tmp_path, tpch_dir):
     assert "| Q18 |" in output.output and "smallpond/duckdb" in output.output
     assert "differed from DuckDB" not in output.output
     assert {p.suffix for p in results.iterdir()} == {".json", ".md"}
+
+
+def test_a_query_that_fails_on_the_data_exits_1(tmp_path, people):
+    job = _job(tmp_path, f"SELECT cast('x' || name AS INT) FROM read_parquet('{people}');\n")
+    result = _run(["run", job], tmp_path / "root")
+    assert result.exit_code == 1, result.output
+    assert "Conversion Error" in result.output
