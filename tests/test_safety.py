@@ -692,6 +692,8 @@ def test_append_must_keep_the_schema(sp, tmp_path):
     (lambda sp, tmp: smallpond.init(data_root=""), "ConfigError"),
     (lambda sp, tmp: smallpond.init(data_root=str(_a_file(tmp))), "ConfigError"),
     (lambda sp, tmp: smallpond.init(data_root=str(tmp / "r"), memory_per_task=1), "ConfigError"),
+    (lambda sp, tmp: sp.from_items([1]).write_parquet(str(tmp / ("x" * 300))), "OutputError"),
+    (lambda sp, tmp: sp.from_items([1]).write_parquet(str(tmp / "nul\0byte")), "OutputError"),
 ])
 def test_bad_arguments_are_typed(sp, tmp_path, call, error):
     with pytest.raises(getattr(smallpond.errors, error)):

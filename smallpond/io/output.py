@@ -60,7 +60,14 @@ def resolve_output(path: str) -> str:
         raise OutputError(f"cannot write {text!r}: outputs must be local or shared-file-system "
                           "paths for now (object-store outputs are not supported yet)",
                           path=text)
-    return os.path.abspath(os.path.expanduser(text.removeprefix("file://")))
+    if "\0" in text:
+        raise OutputError(f"an output path cannot contain a NUL byte: {text!r}", path=text)
+    path = os.path.abspath(os.path.expanduser(text.removeprefix("file://")))
+    longest = max((len(os.fsencode(part)) for part in path.split(os.sep)), default=0)
+    if longest > 255 or len(os.fsencode(path)) > 4000:
+        raise OutputError(f"output path {text[:80]!r}... is too long for the file system (a "
+                          "name of at most 255 bytes, a path of at most 4000)", path=text)
+    return path
 
 
 # -- overlap, by file identity -----------------------------------------------------------------
