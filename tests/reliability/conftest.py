@@ -29,6 +29,17 @@ def _full_suite(config) -> bool:
                for arg in config.args)
 
 
+def _quick(item) -> bool:
+    """Marked `reliability_quick`, and on one of its `runners=(...)` if the mark names some."""
+    mark = item.get_closest_marker("reliability_quick")
+    if mark is None:
+        return False
+    runners = mark.kwargs.get("runners")
+    callspec = getattr(item, "callspec", None)
+    runner = callspec.params.get("runner") if callspec is not None else None
+    return runners is None or runner is None or runner in runners
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     full = _full_suite(config)
@@ -38,7 +49,7 @@ def pytest_collection_modifyitems(config, items):
             kept.append(item)
             continue
         item.add_marker(pytest.mark.reliability)
-        if full or item.get_closest_marker("reliability_quick") is not None:
+        if full or _quick(item):
             kept.append(item)
         else:
             dropped.append(item)
