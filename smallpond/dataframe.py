@@ -19,7 +19,7 @@ from smallpond.io.files import FileSlice
 from smallpond.io.output import check_output, write_output
 from smallpond.io.parquet import count_rows, read_slices
 from smallpond.io.sessions import pinned_task_keys
-from smallpond.logical.nodes import Limit, Node, Repartition, Scan
+from smallpond.logical.nodes import Limit, Node, Repartition, Scan, iter_nodes
 from smallpond.logical.optimizer import optimize
 from smallpond.logical.sqlcheck import check_fragment
 from smallpond.operations import fragment_query, python_map, sql_query
@@ -381,17 +381,10 @@ def _movable_outputs(graph: TaskGraph, dfs, parts_per_df, outputs,
 def input_paths(node: Node) -> list[str]:
     """Every file and named folder the plan reads: outputs must never overlap them."""
     found: list[str] = []
-    seen: set[str] = set()
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if current.token in seen:
-            continue
-        seen.add(current.token)
+    for current in iter_nodes(node):
         if isinstance(current, Scan):
             found.extend(s.path for part in current.partitions for s in part)
             found.extend(current.roots)
-        stack.extend(current.inputs)
     return found
 
 

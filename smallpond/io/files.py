@@ -203,6 +203,16 @@ def _outside_data_roots(files: list[str], named: str) -> list[str]:
     return [f for f in files if not any(_below(os.path.realpath(f), r) for r in roots)]
 
 
+def _fixed_part(path: str) -> str:
+    """The folder above a pattern's first component with glob characters (the path itself
+    when it has none, or names an existing file or folder literally)."""
+    if not glob.has_magic(path) or os.path.exists(path):
+        return path
+    parts = path.split(os.sep)
+    cut = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return os.sep.join(parts[:cut]) or os.sep
+
+
 def _below(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -254,7 +264,7 @@ def expand_paths(paths: str | Iterable[str], recursive: bool = False,
             matches = _expand_local(path, recursive, suffixes)
             if os.path.isdir(path):
                 _check_listed_parts(path)
-            kept = _outside_data_roots(matches, path.split("*")[0].split("?")[0].split("[")[0])
+            kept = _outside_data_roots(matches, _fixed_part(path))
             if matches and not kept:
                 raise InputError(f"no files match {path!r} outside smallpond's data_root",
                                  path=path)
@@ -333,10 +343,7 @@ def named_folders(paths: str | Iterable[str]) -> tuple[str, ...]:
         if glob.has_magic(path) and not os.path.exists(path):
             if "**" not in path:
                 continue  # a one-level pattern never reads what is written in a subfolder
-            # a recursive pattern reads any depth below its fixed part: that folder is named
-            fixed = path.split(os.sep)
-            cut = next(i for i, part in enumerate(fixed) if glob.has_magic(part))
-            path = os.sep.join(fixed[:cut]) or os.sep
+            path = _fixed_part(path)  # a recursive pattern reads any depth below it
         if os.path.isdir(path):
             folders.append(path)
     return tuple(folders)

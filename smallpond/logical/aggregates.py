@@ -43,24 +43,23 @@ def decompose(call: exp.Expression, render: Callable[[exp.Expression], str],
     if any(isinstance(n, exp.Distinct) for n in agg.walk()):
         return None
     whole = render(call)
-    if isinstance(agg, exp.Count):
-        return Decomposed((whole,), "CAST(sum({0}) AS BIGINT)")
-    if isinstance(agg, exp.Sum):
-        return Decomposed((whole,), "sum({0})")
-    if isinstance(agg, exp.Min):
-        return Decomposed((whole,), "min({0})")
-    if isinstance(agg, exp.Max):
-        return Decomposed((whole,), "max({0})")
-    if isinstance(agg, exp.LogicalAnd):
-        return Decomposed((whole,), "bool_and({0})")
-    if isinstance(agg, exp.LogicalOr):
-        return Decomposed((whole,), "bool_or({0})")
+    for kind, merge in _MERGE_OF_ITSELF:
+        if isinstance(agg, kind):
+            return Decomposed((whole,), merge)
     if isinstance(agg, exp.Avg) and arg_type and arg_type.upper().startswith(NUMERIC_PREFIXES):
         argument = render(agg.this)
         where = f" FILTER (WHERE {render(filter_.this)})" if filter_ else ""
         return Decomposed((f"sum({argument}){where}", f"count({argument}){where}"),
                           "CAST(sum({0}) AS DOUBLE) / NULLIF(sum({1}), 0)")
     return None
+
+
+# aggregates whose partial results merge with one aggregate of them (isinstance order matters
+# only in that no class here subclasses another)
+_MERGE_OF_ITSELF = (
+    (exp.Count, "CAST(sum({0}) AS BIGINT)"), (exp.Sum, "sum({0})"), (exp.Min, "min({0})"),
+    (exp.Max, "max({0})"), (exp.LogicalAnd, "bool_and({0})"), (exp.LogicalOr, "bool_or({0})"),
+)
 
 
 def aggregate_calls(expr: exp.Expression) -> list[exp.Expression]:
